@@ -1,7 +1,34 @@
-"""ablation-paths: optimised ablation paths for explaining image classifiers."""
+"""ablation-paths: optimised ablation paths for explaining image classifiers.
 
+The public surface::
+
+    explain(model, image, target=None, *, score="retain", baseline="blur", ...)
+    AblationPath(model).attribute(inputs, target=..., baselines=None, internal_batch_size=None)
+    explain_func(model, inputs, targets, **kwargs)        # Quantus-style
+    load(file)                                            # read a saved result
+    project(path), monotonize(series, dim=0)              # the path projections
+"""
+
+from ablation_paths.api import AblationPath, explain, explain_func
 from ablation_paths.mask_spaces import MaskSpace, PixelMaskSpace
+from ablation_paths.optimizer import AblationPathConfig
+from ablation_paths.paths import check_axioms, monotonize, project, saturation
+from ablation_paths.result import AblationPathResult, load
 
 __version__ = "0.1.0"
 
-__all__ = ["MaskSpace", "PixelMaskSpace", "__version__"]
+__all__ = [
+    "AblationPath",
+    "AblationPathConfig",
+    "AblationPathResult",
+    "MaskSpace",
+    "PixelMaskSpace",
+    "check_axioms",
+    "explain",
+    "explain_func",
+    "load",
+    "monotonize",
+    "project",
+    "saturation",
+    "__version__",
+]

@@ -64,10 +64,18 @@ def _gaussian_kernel1d(sigma: float, dtype: torch.dtype, device: torch.device) -
     return k / k.sum()
 
 
-def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur of ``[B, C, H, W]`` with reflect padding; ``sigma`` in pixels.
+def _symmetric_indices(n: int, radius: int, device: torch.device) -> Tensor:
+    """Indices of a half-sample symmetric extension by ``radius`` (works for any radius)."""
+    i = torch.arange(-radius, n + radius, device=device) % (2 * n)
+    return torch.where(i >= n, 2 * n - 1 - i, i)
 
-    ``sigma <= 0`` returns the input unchanged. Keeps dtype and device.
+
+def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur (thesis eq. 2.25) of ``[B, C, H, W]``; ``sigma`` in pixels.
+
+    The image is extended symmetrically at its borders (also for kernels wider than the image),
+    so a constant image stays constant and no mass leaks out. ``sigma <= 0`` returns the input.
+    Keeps dtype and device; differentiable.
     """
     if images.dim() != 4:
         raise ValueError(f"gaussian_blur expects [B, C, H, W], got shape {tuple(images.shape)}")
@@ -77,11 +85,9 @@ def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
     radius = (k.numel() - 1) // 2
     b, c, h, w = images.shape
     x = images.reshape(b * c, 1, h, w)
-    # reflect padding requires pad < size; fall back to replicate for tiny images
-    mode = "reflect" if radius < min(h, w) else "replicate"
-    x = F.pad(x, (radius, radius, 0, 0), mode=mode)
+    x = x.index_select(3, _symmetric_indices(w, radius, images.device))
     x = F.conv2d(x, k.view(1, 1, 1, -1))
-    x = F.pad(x, (0, 0, radius, radius), mode=mode)
+    x = x.index_select(2, _symmetric_indices(h, radius, images.device))
     x = F.conv2d(x, k.view(1, 1, -1, 1))
     return x.reshape(b, c, h, w)
 

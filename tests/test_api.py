@@ -1,0 +1,174 @@
+"""Public API: explain / AblationPath / explain_func / save+load, and clear errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import ablation_paths as ap
+
+FAST = {"n_steps": 5, "max_iterations": 3, "mask_size": 8}
+
+
+@pytest.mark.parametrize("score", ["retain", "dissipate", "contrastive", "straddle"])
+def test_explain_result_fields(tiny_model, tiny_image, score):
+    r = ap.explain(tiny_model, tiny_image, target=2, score=score, **FAST)
+    assert r.path.shape == (5, 8, 8) and r.times.shape == (5,)
+    assert r.target_probs.shape == (5,) and r.probs.shape == (7, 5)
+    torch.testing.assert_close(r.probs.sum(dim=1), torch.ones(7))
+    assert ap.check_axioms(r.path) == []
+    assert r.iterations == len(r.history) <= 3
+    assert isinstance(r.converged, bool)
+    for kind in r.heatmaps:
+        assert r.heatmap(kind).shape == (32, 32)
+        assert r.heatmap(kind, window=True).shape == (32, 32)
+    assert r.heatmap().shape == (32, 32)
+    if score == "straddle":
+        assert r.path_down is not None and "contrastive" in r.heatmaps
+    else:
+        with pytest.raises(ValueError, match="no heatmap"):
+            r.heatmap("contrastive")
+    assert r.frames.shape == (7, 3, 32, 32) and r.frames.dtype == torch.uint8
+    json.dumps(r.summary())
+
+
+def test_save_load_roundtrip(tmp_path, tiny_model, tiny_image):
+    r = ap.explain(tiny_model, tiny_image, score="straddle", class_names=list("abcde"), **FAST)
+    f = r.save(tmp_path / "res.npz")
+    r2 = ap.load(f)
+    torch.testing.assert_close(r2.path, r.path)
+    torch.testing.assert_close(r2.probs, r.probs)
+    torch.testing.assert_close(r2.path_down, r.path_down)
+    torch.testing.assert_close(
+        r2.heatmap("contrastive", window=True), r.heatmap("contrastive", window=True)
+    )
+    assert r2.summary() == r.summary()
+    assert r2.class_names == list("abcde") and r2.target_name == r.target_name
+
+
+def test_load_rejects_bad_files(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="cannot read"):
+        ap.load(bad)
+    with pytest.raises(FileNotFoundError):
+        ap.load(tmp_path / "missing.npz")
+    other = tmp_path / "other.npz"
+    np.savez(other, x=np.zeros(3))
+    with pytest.raises(ValueError, match="not an ablation-paths result"):
+        ap.load(other)
+    # pickled object arrays are refused, never executed
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, meta=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError):
+        ap.load(pickled)
+
+
+def test_image_inputs(tmp_path, tiny_model, tiny_image):
+    arr = (tiny_image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    f = tmp_path / "img.png"
+    Image.fromarray(arr).save(f)
+    for img in (f, str(f), Image.open(f), arr):
+        r = ap.explain(tiny_model, img, **FAST)
+        assert r.image.shape == (3, 32, 32)
+    r = ap.explain(tiny_model, f, image_size=24, **FAST)
+    assert r.image.shape == (3, 24, 24)
+
+
+def test_captum_style_attribute(tiny_model):
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64)
+    model = tiny_model.double()
+    attr = ap.AblationPath(model).attribute(x, target=[0, 3], internal_batch_size=2, **FAST)
+    assert attr.shape == x.shape and attr.dtype == x.dtype and attr.device == x.device
+    # one heatmap per image, repeated over channels
+    torch.testing.assert_close(attr[:, 0], attr[:, 2])
+    single = ap.AblationPath(model).attribute(x[0], target=0, baselines=0.0, **FAST)
+    assert single.shape == x[0].shape
+
+
+def test_quantus_style_explain_func(tiny_model):
+    x = np.random.default_rng(0).random((2, 3, 32, 32)).astype(np.float32)
+    out = ap.explain_func(tiny_model, x, np.array([1, 2]), channel_first=True, **FAST)
+    assert isinstance(out, np.ndarray) and out.shape == (2, 1, 32, 32)
+    assert np.isfinite(out).all()
+
+
+def test_baseline_options(tiny_model, tiny_image):
+    for spec in ("black", "gray", "mean", "blur:5", 0.25, torch.zeros_like(tiny_image)):
+        r = ap.explain(tiny_model, tiny_image, baseline=spec, **FAST)
+        assert r.baseline_image.shape == tiny_image.shape
+    r = ap.explain(tiny_model, tiny_image, **FAST)
+    assert r.info["baseline"]["kind"] == "blur"
+    assert 4 <= r.info["baseline"]["sigma"] <= 100
+    with pytest.raises(ValueError, match="unknown baseline"):
+        ap.explain(tiny_model, tiny_image, baseline="purple", **FAST)
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def test_error_wrong_shape_and_channels(tiny_model):
+    with pytest.raises(ValueError, match=r"\[C, H, W\]"):
+        ap.explain(tiny_model, torch.rand(32, 32), **FAST)
+    with pytest.raises(ValueError, match="channels"):
+        ap.explain(tiny_model, torch.rand(32, 32, 3), **FAST)
+
+
+def test_error_nan_pixels(tiny_model, tiny_image):
+    img = tiny_image.clone()
+    img[0, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        ap.explain(tiny_model, img, **FAST)
+    img[0, 3, 3] = float("inf")
+    with pytest.raises(ValueError, match="infinite"):
+        ap.explain(tiny_model, img, **FAST)
+
+
+def test_error_target_out_of_range(tiny_model, tiny_image):
+    with pytest.raises(ValueError, match="out of range"):
+        ap.explain(tiny_model, tiny_image, target=7, **FAST)
+    with pytest.raises(ValueError, match="unknown class name"):
+        ap.explain(tiny_model, tiny_image, target="zebra", class_names=list("abcde"), **FAST)
+
+
+def test_error_model_wrong_output_shape(tiny_image):
+    class Bad(nn.Module):
+        def forward(self, x):
+            return x.mean(dim=(2, 3))[:, :, None]
+
+    with pytest.raises(ValueError, match=r"logits of shape \[batch, classes\]"):
+        ap.explain(Bad().eval(), tiny_image, **FAST)
+
+
+def test_error_model_without_gradient_path(tiny_model, tiny_image):
+    class Detached(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x.detach())
+
+    with pytest.raises(ValueError, match="no gradient path"):
+        ap.explain(Detached(tiny_model).eval(), tiny_image, **FAST)
+
+
+def test_error_model_in_training_mode(tiny_image):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 3))
+    with pytest.raises(ValueError, match="training mode"):
+        ap.explain(model, tiny_image, **FAST)
+
+
+def test_error_unknown_option(tiny_model, tiny_image):
+    with pytest.raises(TypeError, match="unknown option"):
+        ap.explain(tiny_model, tiny_image, n_stepz=3)
+
+
+def test_error_unreadable_image(tmp_path, tiny_model):
+    f = tmp_path / "x.png"
+    f.write_text("not an image")
+    with pytest.raises(ValueError, match="cannot read image"):
+        ap.explain(tiny_model, f, **FAST)

@@ -1,0 +1,198 @@
+"""Mathematical promises of the path projections (thesis 2.2, 2.6.2, Lemmas 6 and 7)."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from ablation_paths import check_axioms, monotonize, project, saturation
+from ablation_paths.paths import (
+    affine_path,
+    path_masses,
+    path_times,
+    reparametrize_constant_speed,
+)
+
+METHODS = ["minimax", "flatten"]
+
+series_arrays = arrays(
+    np.float64,
+    st.tuples(st.integers(1, 12), st.integers(1, 5)),
+    elements=st.floats(-2, 3, allow_nan=False, width=64),
+)
+
+
+def lower_bound(p: np.ndarray) -> np.ndarray:
+    """Slow, obviously-correct ``max_{s<t} (p(s) - p(t)) / 2`` per column of ``p [T, N]``."""
+    out = np.zeros(p.shape[1])
+    for s in range(p.shape[0]):
+        for t in range(s + 1, p.shape[0]):
+            out = np.maximum(out, (p[s] - p[t]) / 2)
+    return out
+
+
+def in_descent(p: np.ndarray) -> np.ndarray:
+    """Samples taking part in some descent (an earlier larger or a later smaller sample)."""
+    mask = np.zeros(p.shape, dtype=bool)
+    for s in range(p.shape[0]):
+        for t in range(s + 1, p.shape[0]):
+            d = p[s] > p[t]
+            mask[s] |= d
+            mask[t] |= d
+    return mask
+
+
+@pytest.mark.parametrize("method", METHODS)
+@settings(max_examples=150, deadline=None)
+@given(p=series_arrays)
+def test_monotonize_is_monotone_and_linf_optimal(method, p):
+    q = monotonize(torch.from_numpy(p), dim=0, method=method).numpy()
+    assert q.shape == p.shape
+    assert np.all(np.diff(q, axis=0) >= -1e-12)
+    dev = np.abs(q - p).max(axis=0)
+    np.testing.assert_allclose(dev, lower_bound(p), atol=1e-9)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@settings(max_examples=100, deadline=None)
+@given(p=series_arrays)
+def test_monotonize_leaves_samples_outside_descents_unchanged(method, p):
+    q = monotonize(torch.from_numpy(p), dim=0, method=method).numpy()
+    untouched = ~in_descent(p)
+    np.testing.assert_array_equal(q[untouched], p[untouched])
+
+
+@pytest.mark.parametrize("method", METHODS)
+@settings(max_examples=60, deadline=None)
+@given(
+    p=arrays(
+        np.float64,
+        st.tuples(st.integers(1, 10), st.integers(1, 4)),
+        elements=st.floats(0, 1, allow_nan=False),
+    )
+)
+def test_monotonize_identity_on_monotone_input(method, p):
+    sorted_p = np.sort(p, axis=0)
+    q = monotonize(torch.from_numpy(sorted_p), dim=0, method=method).numpy()
+    np.testing.assert_array_equal(q, sorted_p)
+
+
+def test_flatten_is_more_local_than_minimax():
+    # the thesis's Figure 2.5 behaviour: a sample that already fits next to a descent is kept
+    p = torch.tensor([0.1, 0.5, 0.9, 0.3, 1.0])
+    torch.testing.assert_close(
+        monotonize(p, method="flatten"), torch.tensor([0.1, 0.5, 0.6, 0.6, 1.0])
+    )
+    torch.testing.assert_close(
+        monotonize(p, method="minimax"), torch.tensor([0.1, 0.4, 0.6, 0.6, 1.0])
+    )
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_monotonize_other_dim_and_dtype_device(method):
+    x = torch.rand(4, 7, 5, dtype=torch.float64)
+    q = monotonize(x, dim=1, method=method)
+    assert q.dtype == torch.float64 and q.shape == x.shape
+    assert bool((q.diff(dim=1) >= 0).all())
+    torch.testing.assert_close(
+        q, monotonize(x.transpose(0, 1), dim=0, method=method).transpose(0, 1)
+    )
+    # non-contiguous input
+    nc = torch.rand(5, 6).t()
+    assert not nc.is_contiguous()
+    assert bool((monotonize(nc, dim=0, method=method).diff(dim=0) >= 0).all())
+
+
+def test_monotonize_rejects_integers():
+    with pytest.raises(TypeError, match="floating-point"):
+        monotonize(torch.arange(5))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    p=arrays(
+        np.float32,
+        st.tuples(st.integers(1, 16), st.integers(1, 6), st.integers(1, 6)),
+        elements=st.floats(-1.5, 2.5, allow_nan=False, width=32),
+    ),
+    weighted=st.booleans(),
+)
+def test_project_satisfies_all_axioms(p, weighted):
+    path = torch.from_numpy(p)
+    weights = torch.rand(p.shape[1:]) + 0.05 if weighted else None
+    q = project(path, weights)
+    assert check_axioms(q, weights, atol=1e-5) == []
+
+
+def test_project_random_and_adversarial_inputs():
+    torch.manual_seed(0)
+    cases = [
+        torch.rand(16, 32, 32),
+        -torch.rand(16, 32, 32),  # everything below 0
+        1 + torch.rand(16, 32, 32),  # everything above 1
+        torch.linspace(1, 0, 16).view(-1, 1, 1).expand(16, 8, 8).clone(),  # decreasing
+        torch.zeros(16, 8, 8),
+        torch.ones(16, 8, 8),
+        torch.rand(1, 5, 5),
+        torch.rand(16, 1, 1),  # a single pixel: masses fix the path completely
+    ]
+    for c in cases:
+        q = project(c)
+        assert check_axioms(q) == [], c.shape
+    one_px = project(torch.rand(16, 1, 1))
+    torch.testing.assert_close(one_px.flatten(), path_times(16))
+
+
+def test_project_rejects_nan():
+    bad = torch.rand(4, 3, 3)
+    bad[1, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        project(bad)
+
+
+def test_affine_path_is_a_valid_path_and_fixed_point():
+    a = affine_path(14, (9, 7))
+    assert check_axioms(a) == []
+    torch.testing.assert_close(project(a), a)
+    assert saturation(a) == pytest.approx(float((2 * (path_times(14) - 0.5).abs()).mean()))
+
+
+def test_constant_speed_reproduces_masks_with_matching_mass():
+    torch.manual_seed(1)
+    t = path_times(5)
+    # a monotone path whose 2nd and 4th samples already have exactly the target masses
+    masks = torch.zeros(5, 4, 4)
+    base = torch.rand(4, 4)
+    for k in range(5):
+        m = (base + k * 0.3).clamp(0, 1)
+        masks[k] = m
+    masks = monotonize(masks)
+    # construct exact-mass slices: uniform masks with mass t[1] and t[3]
+    masks[1] = torch.full((4, 4), float(t[1]))
+    masks[3] = torch.full((4, 4), float(t[3]))
+    masks = monotonize(masks).clamp(0, 1)
+    masses = path_masses(masks)
+    out = reparametrize_constant_speed(masks)
+    for k in range(5):
+        if float(masses[k]) == float(t[k]):
+            torch.testing.assert_close(out[k], masks[k], rtol=0, atol=0)
+    assert check_axioms(out) == []
+
+
+def test_constant_speed_interpolates_between_bracketing_masks():
+    # masses 0.1 and 0.7 bracket t=1/3; result lies on the segment between them
+    a = torch.full((2, 2), 0.1)
+    b = torch.full((2, 2), 0.7)
+    b[0, 0] = 0.7
+    path = torch.stack([a, b])
+    out = reparametrize_constant_speed(path)
+    assert check_axioms(out) == []
+    eta = (1 / 3 - 0.1) / (0.7 - 0.1)
+    torch.testing.assert_close(out[0], a * (1 - eta) + b * eta)
+
+
+def test_saturation_level():
+    assert saturation(torch.zeros(3, 4, 4)) == pytest.approx(1.0)
+    assert saturation(torch.full((3, 4, 4), 0.5)) == pytest.approx(0.0)
