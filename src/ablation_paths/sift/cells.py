@@ -1,0 +1,130 @@
+"""Feature cells: anisotropic Voronoi assignment, smoothed indicators and sparsification
+(thesis 4.1.3B-C, 4.2.3).
+
+For every layer ``l`` of the scale space and every voxel centre ``(r, sigma_l)`` of that layer's
+grid, the owning feature is the nearest keypoint in the anisotropic distance of eq. 4.18,
+``d^2 = |r - r_i|^2 + eta^2 (sigma_l - sigma_i)^2`` (a k-d tree over ``(x, y, eta * sigma)``). The
+cell indicators ``chi_{i,l}`` are then blurred with the Gaussian of the layer's own sigma
+(eq. 4.27), which makes them a partition of unity ``sum_i chi~_{i,l} = 1``; a soft cutoff
+(eq. 4.37) makes them sparse and a mass redistribution (eq. 4.39, denominator guarded by
+``max(m, 1e-3)``) restores the partition of unity (Lemma 10).
+
+Everything here is sparse (SciPy CSR, rows = voxels of one layer in row-major order, columns =
+features): memory scales with the number of (voxel, feature) pairs that matter, not with
+``voxels x K``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from scipy.spatial import cKDTree
+
+from ablation_paths.sift.scale_space import gaussian_matrix, level_coords
+
+__all__ = ["assign_cells", "blur_cells", "hard_cells", "sparsify"]
+
+MIN_MASS = 1e-3
+"""Guard of the redistribution denominator, ``max(m, 1e-3)`` (thesis 4.2.3B)."""
+
+
+def assign_cells(
+    tree: cKDTree,
+    size: tuple[int, int],
+    image_size: tuple[int, int],
+    sigma: float,
+    eta: float,
+) -> np.ndarray:
+    """Voronoi labels ``[h, w]`` (int64 feature index) of one layer's voxels (eq. 4.18-4.19).
+
+    Args:
+        tree: k-d tree over the keypoints' ``(x, y, eta * sigma)``.
+        size: ``(h, w)`` of the layer's grid.
+        image_size: ``(H, W)`` of the original image (coordinates are in original pixels).
+        sigma: the layer's representative sigma.
+        eta: weight of the sigma axis.
+    """
+    ys, xs = level_coords(size, image_size)
+    gy, gx = np.meshgrid(ys.numpy(), xs.numpy(), indexing="ij")
+    pts = np.stack([gx.ravel(), gy.ravel(), np.full(gx.size, eta * sigma)], axis=1)
+    _, idx = tree.query(pts, k=1, workers=1)
+    return np.asarray(idx, dtype=np.int64).reshape(size)
+
+
+def hard_cells(labels: np.ndarray, n_features: int) -> sp.csr_matrix:
+    """One-hot indicators ``chi`` as CSR ``[h * w, K]`` (eq. 4.22: the hard partition of 4.1.3B)."""
+    n = labels.size
+    return sp.csr_matrix(
+        (np.ones(n), (np.arange(n), labels.ravel())), shape=(n, n_features), dtype=np.float64
+    )
+
+
+def _blur_operator(n: int, sigma: float, truncate: float) -> sp.csr_matrix:
+    mat = gaussian_matrix(n, sigma, truncate, dtype=torch.float64).numpy()
+    return sp.csr_matrix(mat)
+
+
+def _blur_axis(
+    op: sp.csr_matrix,
+    axis_idx: np.ndarray,
+    other_idx: np.ndarray,
+    col: np.ndarray,
+    data: np.ndarray,
+    n_other: int,
+    n_features: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Apply the 1-D operator ``op`` along one grid axis of sparse entries
+    ``(axis_idx, other_idx, feature col) -> data``: one product ``op @ M`` with
+    ``M = [n_axis, n_other * K]``, no Kronecker matrices."""
+    key = other_idx * n_features + col
+    m = sp.csr_matrix((data, (axis_idx, key)), shape=(op.shape[1], n_other * n_features))
+    out = (op @ m).tocoo()
+    return out.row, out.col // n_features, out.col % n_features, out.data
+
+
+def blur_cells(
+    labels: np.ndarray,
+    n_features: int,
+    sigma: tuple[float, float],
+    truncate: float = 4.0,
+) -> sp.csr_matrix:
+    """Smoothed indicators ``chi~_{i,l} = gamma_sigma * chi_{i,l}`` (eq. 4.27) as CSR ``[h*w, K]``.
+
+    ``sigma = (sigma_y, sigma_x)`` in pixels of the layer's grid. Uses the same folded-boundary
+    Gaussian as the scale space, so each row sums to 1 (partition of unity). Computed as two sparse
+    products, horizontal then vertical, on the one-hot indicators.
+    """
+    h, w = labels.shape
+    yy, xx = np.divmod(np.arange(h * w), w)
+    lab = labels.ravel()
+    ones = np.ones(h * w)
+    kx = _blur_operator(w, sigma[1], truncate)
+    ky = _blur_operator(h, sigma[0], truncate)
+    # horizontal: axis x, other y
+    x1, y1, c1, d1 = _blur_axis(kx, xx, yy, lab, ones, h, n_features)
+    # vertical: axis y, other x
+    y2, x2, c2, d2 = _blur_axis(ky, y1, x1, c1, d1, w, n_features)
+    out = sp.csr_matrix((d2, (y2 * w + x2, c2)), shape=(h * w, n_features))
+    return out
+
+
+def sparsify(chi: sp.csr_matrix, cutoff: float) -> sp.csr_matrix:
+    """Soft cutoff (eq. 4.37) and mass redistribution (eq. 4.39) of a partition of unity.
+
+    ``chi^s = (chi - s) / (1 - s)`` where ``chi > s``, else 0; then every row is rescaled by
+    ``1 + (1 - m) / max(m, 1e-3)`` with ``m`` the row sum of ``chi^s``, which makes the rows sum
+    to 1 again wherever ``m >= 1e-3`` (Lemma 10) and keeps the sparsity pattern. ``cutoff = 0`` only
+    removes exact zeros.
+    """
+    if not 0.0 <= cutoff < 1.0:
+        raise ValueError(f"cutoff must be in [0, 1), got {cutoff}")
+    out = chi.tocsr(copy=True)
+    if cutoff > 0:
+        d = out.data
+        out.data = np.where(d > cutoff, (d - cutoff) / (1.0 - cutoff), 0.0)
+    out.eliminate_zeros()
+    m = np.asarray(out.sum(axis=1)).ravel()
+    scale = 1.0 + (1.0 - m) / np.maximum(m, MIN_MASS)
+    out.data *= np.repeat(scale, np.diff(out.indptr))
+    return out

@@ -1,0 +1,308 @@
+"""The SIFT feature decomposition: encoder ``decompose`` and decoder ``SiftDecomposition.decode``
+(thesis 4.1-4.2, eq. 4.10-4.14, 4.26, 4.34, 4.41).
+
+>>> dec = decompose(image)                       # image [3, H, W] in [0, 1]
+>>> dec.num_features                             # K keypoints (x, y, sigma)
+>>> dec.decode(torch.ones(1, dec.num_features))  # ~= image   (eq. 4.14)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from scipy.spatial import cKDTree
+from torch import Tensor
+
+from ablation_paths.sift.cells import assign_cells, blur_cells, hard_cells, sparsify
+from ablation_paths.sift.decoder import SparseLevel, decode_levels, to_torch_csr
+from ablation_paths.sift.heatmaps import local_contrast, voronoi_field
+from ablation_paths.sift.keypoints import Keypoints, default_keypoint, detect_keypoints
+from ablation_paths.sift.scale_space import Layer, ScaleSpace, scale_space
+
+__all__ = ["SiftDecomposition", "SiftParams", "decompose"]
+
+
+@dataclass(frozen=True)
+class SiftParams:
+    """Parameters of the decomposition (defaults as in SPEC B / thesis 4.2).
+
+    Attributes:
+        scales_per_octave: ``rho`` of eq. 4.36 (layers per doubling of sigma).
+        sigma_min: first sigma sample ``sigma_0`` in pixels.
+        sigma_max: the residual starts at the first sample ``>= sigma_max``; ``None`` = image size.
+        level_sigmas: sigma limits of the storage levels (Table 4.1): full resolution up to the
+            first, half resolution up to the second, quarter above.
+        contrast_threshold: keypoint contrast threshold (OpenCV convention, ``|D| * rho``).
+        edge_threshold: Lowe's principal-curvature ratio limit.
+        border: keypoint exclusion border in pixels of each level.
+        max_keypoints: keep only the strongest keypoints (``None``: all).
+        eta: weight of the sigma axis in the Voronoi distance (eq. 4.18).
+        smooth_cells: blur each cell indicator with its layer's Gaussian (4.1.3C, eq. 4.27);
+            ``False`` gives the hard partition of 4.1.3B (edges imprinted, for comparison).
+        cutoff: soft sparsity threshold ``s`` of eq. 4.37 (``0`` disables the cutoff).
+        truncate: Gaussian kernels are cut at ``truncate * sigma``.
+    """
+
+    scales_per_octave: int = 3
+    sigma_min: float = 0.8
+    sigma_max: float | None = None
+    level_sigmas: tuple[float, ...] = (4.5, 9.0)
+    contrast_threshold: float = 0.04
+    edge_threshold: float = 10.0
+    border: int = 2
+    max_keypoints: int | None = None
+    eta: float = 4.0
+    smooth_cells: bool = True
+    cutoff: float = 0.01
+    truncate: float = 4.0
+
+
+@dataclass
+class SiftDecomposition:
+    """Result of :func:`decompose`: keypoints plus the sparse decoder of one image.
+
+    Attributes:
+        image: the decomposed image ``[C, H, W]`` (dtype and device of all outputs).
+        params: the parameters used.
+        keypoints: ``K`` keypoints (numpy, original-pixel coordinates).
+        layers: the sigma partition of the scale space.
+        levels: decoder matrices, one per resolution level (eq. 4.40).
+        field_levels: the same cells with the homogeneous field of eq. 4.46-4.47 (one channel).
+        n_voxels: number of scale-space voxels (all layers, one channel).
+    """
+
+    image: Tensor
+    params: SiftParams
+    keypoints: Keypoints
+    layers: list[Layer]
+    levels: list[SparseLevel]
+    field_levels: list[SparseLevel]
+    n_voxels: int
+    _mass: Tensor | None = field(default=None, repr=False)
+
+    # ----------------------------------------------------------------------------- basic facts
+    @property
+    def num_features(self) -> int:
+        """``K``, the number of features (keypoints)."""
+        return len(self.keypoints)
+
+    K = num_features
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.image.shape[-2]), int(self.image.shape[-1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.image.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.image.device
+
+    @property
+    def xy_sigma(self) -> Tensor:
+        """Keypoints ``[K, 3]`` as ``(x, y, sigma)`` in original pixels, image dtype and device."""
+        return torch.as_tensor(self.keypoints.as_array(), dtype=self.dtype, device=self.device)
+
+    @property
+    def nnz(self) -> int:
+        """Stored non-zeros of the decoder matrices (transposes and heatmap field not counted)."""
+        return sum(lv.nnz for lv in self.levels)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by all sparse matrices (decoder, transposes, Voronoi field)."""
+        total = 0
+        for lv in self.levels + self.field_levels:
+            for m in (lv.matrix, lv.matrix_t):
+                total += m.values().numel() * m.values().element_size()
+                total += m.col_indices().numel() * m.col_indices().element_size()
+                total += m.crow_indices().numel() * m.crow_indices().element_size()
+        return total
+
+    # ----------------------------------------------------------------------------- decoding
+    def _check_gains(self, gains: Tensor, name: str = "gains") -> tuple[Tensor, bool]:
+        if not isinstance(gains, Tensor):
+            gains = torch.as_tensor(gains)
+        single = gains.dim() == 1
+        g = gains.unsqueeze(0) if single else gains
+        if g.dim() != 2 or g.shape[1] != self.num_features:
+            raise ValueError(
+                f"{name} must be [K] or [B, K] with K = {self.num_features}, "
+                f"got shape {tuple(gains.shape)}"
+            )
+        if not torch.isfinite(g).all():
+            raise ValueError(f"{name} contain NaN or infinite values")
+        return g.to(dtype=self.dtype, device=self.device).contiguous(), single
+
+    def decode(self, gains: Tensor) -> Tensor:
+        """Decoder ``D_SIFT(theta)`` (eq. 4.41): ``[B, K]`` gains -> ``[B, C, H, W]`` images.
+
+        A single ``[K]`` vector gives ``[C, H, W]``. Linear and differentiable in ``gains``; all
+        ones reproduce the image (eq. 4.14, Lemma 8/10), all zeros give the zero image.
+        """
+        g, single = self._check_gains(gains)
+        out = decode_levels(self.levels, g, self.image_size)
+        return out[0] if single else out
+
+    def features(self, index: Tensor | list[int] | int) -> Tensor:
+        """Images of isolated features ``D(e_j)`` ``[n, C, H, W]`` for the given feature indices."""
+        idx = torch.as_tensor(index, dtype=torch.long).reshape(-1)
+        eye = torch.zeros(idx.numel(), self.num_features, dtype=self.dtype, device=self.device)
+        eye[torch.arange(idx.numel()), idx.to(self.device)] = 1
+        return self.decode(eye)
+
+    def mass_weights(self, normalize: bool = False, chunk: int = 64) -> Tensor:
+        """Per-feature mass ``W_j = ||D(e_j)||_2`` (eq. 4.45), ``[K]``; over all pixels and
+        channels. ``normalize=True`` divides by the sum (weights summing to 1)."""
+        if self._mass is None:
+            out = []
+            with torch.no_grad():
+                for start in range(0, self.num_features, chunk):
+                    idx = list(range(start, min(start + chunk, self.num_features)))
+                    out.append(torch.linalg.vector_norm(self.features(idx), dim=(1, 2, 3)))
+            self._mass = torch.cat(out)
+        w = self._mass
+        return w / w.sum().clamp_min(torch.finfo(w.dtype).tiny) if normalize else w.clone()
+
+    # ----------------------------------------------------------------------------- heatmaps
+    def voronoi_heatmap(self, values: Tensor) -> Tensor:
+        """Voronoi-field heatmap (eq. 4.46-4.47) of per-feature values ``[K]`` -> ``[H, W]``
+        (or ``[B, K]`` -> ``[B, H, W]``). The field is uniform over the layers (``C(sigma) = 1 /
+        n_layers``), so constant values ``c`` give the constant map ``c``."""
+        g, single = self._check_gains(values, "values")
+        out = voronoi_field(self.field_levels, g, self.image_size)
+        return out[0] if single else out
+
+    def contrast_heatmap(
+        self, gains: Tensor, sigma_lp: float = 8.0, sigma_hp: float = 5.0
+    ) -> Tensor:
+        """Local-contrast heatmap of the decoded images (eq. 4.48).
+
+        ``gains``: ``[K]`` or a path ``[T, K]`` of gains (1 = kept; for ablation masks pass
+        ``1 - mask``). Returns ``[H, W]`` or ``[T, H, W]``.
+        """
+        g, single = self._check_gains(gains)
+        out = local_contrast(self.decode(g), sigma_lp, sigma_hp, self.params.truncate)
+        return out[0] if single else out
+
+
+def _as_image(image: Tensor) -> Tensor:
+    if not isinstance(image, Tensor):
+        raise TypeError(f"image must be a torch.Tensor, got {type(image).__name__}")
+    if image.dim() != 3 or image.shape[0] not in (1, 3):
+        raise ValueError(f"image must be [3, H, W] or [1, H, W], got shape {tuple(image.shape)}")
+    if not image.is_floating_point():
+        raise ValueError(f"image must be a floating-point tensor in [0, 1], got {image.dtype}")
+    if not torch.isfinite(image).all():
+        raise ValueError("image contains NaN or infinite values")
+    if image.shape[-1] < 4 or image.shape[-2] < 4:
+        raise ValueError(f"image too small for a scale space: {tuple(image.shape)}")
+    return image
+
+
+def _level_matrices(
+    space: ScaleSpace, cells: list[sp.csr_matrix], n_features: int
+) -> tuple[list[sp.csr_matrix], list[sp.csr_matrix]]:
+    """Per level: ``Z = sum_l vstack_c(diag(T_l[c]) chi^_l)`` ``[C*h*w, K]`` (eq. 4.33, 4.40) and
+    the homogeneous-field version ``V = sum_l chi^_l / n_layers`` ``[h*w, K]`` (eq. 4.46)."""
+    n_layers = len(space.layers)
+    zs, vs = [], []
+    for lv in space.levels:
+        h, w = lv.size
+        hw = h * w
+        rows, cols, vals = [], [], []
+        field = sp.csr_matrix((hw, n_features))
+        for i in lv.layers:
+            chi = cells[i].tocoo()
+            band = space.bands[i].detach().to(torch.float64).cpu().numpy().reshape(-1, hw)
+            for c in range(band.shape[0]):
+                rows.append(chi.row + c * hw)
+                cols.append(chi.col)
+                vals.append(chi.data * band[c, chi.row])
+            field = field + cells[i]
+        n_rows = space.bands[lv.layers[0]].shape[0] * hw
+        z = sp.coo_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(n_rows, n_features),
+        ).tocsr()
+        z.eliminate_zeros()
+        zs.append(z)
+        vs.append(sp.csr_matrix(field / n_layers))
+    return zs, vs
+
+
+def decompose(image: Tensor, params: SiftParams | None = None, **overrides) -> SiftDecomposition:
+    """SIFT feature decomposition of one image (encoder ``E_SIFT``, eq. 4.10; decoder eq. 4.41).
+
+    Args:
+        image: ``[3, H, W]`` (RGB) or ``[1, H, W]`` (grey) float tensor, values in ``[0, 1]``.
+        params: :class:`SiftParams`; keyword ``overrides`` replace single fields
+            (e.g. ``decompose(x, eta=2.0, cutoff=0.0)``).
+
+    Returns:
+        :class:`SiftDecomposition` on the image's dtype and device. Keypoints are detected on the
+        greyscale image; if none pass the thresholds (e.g. a flat image) a single keypoint at the
+        centre on the coarsest DoG layer is used, so ``K >= 1``.
+    """
+    p = dataclasses.replace(params or SiftParams(), **overrides)
+    x = _as_image(image)
+    space = scale_space(
+        x.detach(), p.scales_per_octave, p.sigma_min, p.sigma_max, p.level_sigmas, p.truncate
+    )
+    kp = detect_keypoints(
+        space,
+        contrast_threshold=p.contrast_threshold,
+        edge_threshold=p.edge_threshold,
+        border=p.border,
+        max_keypoints=p.max_keypoints,
+    )
+    if len(kp) == 0:
+        kp = default_keypoint(space)
+    k = len(kp)
+    tree = cKDTree(np.stack([kp.x, kp.y, p.eta * kp.sigma], axis=1))
+    hh, ww = space.image_size
+    cells: list[sp.csr_matrix] = []
+    n_vox = 0
+    for layer in space.layers:
+        size = space.levels[layer.level].size
+        n_vox += size[0] * size[1]
+        labels = assign_cells(tree, size, (hh, ww), layer.sigma, p.eta)
+        if p.smooth_cells:
+            s = (layer.sigma * size[0] / hh, layer.sigma * size[1] / ww)
+            chi = sparsify(blur_cells(labels, k, s, p.truncate), p.cutoff)
+        else:
+            chi = hard_cells(labels, k)
+        cells.append(chi)
+    zs, vs = _level_matrices(space, cells, k)
+    levels: list[SparseLevel] = []
+    field_levels: list[SparseLevel] = []
+    for lv, z, v in zip(space.levels, zs, vs, strict=True):
+        for mats, m, c in ((levels, z, x.shape[0]), (field_levels, v, 1)):
+            mats.append(
+                SparseLevel(
+                    factor=lv.factor,
+                    size=lv.size,
+                    channels=c,
+                    matrix=to_torch_csr(m, x.dtype, x.device),
+                    matrix_t=to_torch_csr(m.T, x.dtype, x.device),
+                )
+            )
+    return SiftDecomposition(
+        image=x.detach(),
+        params=p,
+        keypoints=kp,
+        layers=space.layers,
+        levels=levels,
+        field_levels=field_levels,
+        n_voxels=n_vox,
+    )

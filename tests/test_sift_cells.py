@@ -1,0 +1,86 @@
+"""Feature cells: Voronoi assignment (eq. 4.18-4.19), smoothed indicators (eq. 4.27), soft cutoff
+(eq. 4.37) and mass redistribution (eq. 4.39, Lemma 10)."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.spatial import cKDTree
+
+from ablation_paths.sift.cells import MIN_MASS, assign_cells, blur_cells, hard_cells, sparsify
+
+
+def _random_keypoints(k: int, size: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.stack(
+        [rng.uniform(0, size - 1, k), rng.uniform(0, size - 1, k), rng.exponential(3.0, k) + 1],
+        axis=1,
+    )
+
+
+@pytest.mark.parametrize("eta", [1.0, 4.0])
+def test_voronoi_assignment_matches_brute_force_anisotropic_metric(eta):
+    kp = _random_keypoints(30, 40)
+    tree = cKDTree(np.stack([kp[:, 0], kp[:, 1], eta * kp[:, 2]], 1))
+    sigma = 2.5
+    labels = assign_cells(tree, (20, 20), (40, 40), sigma, eta)  # a half-resolution layer
+    ys = (np.arange(20) + 0.5) * 2 - 0.5
+    gy, gx = np.meshgrid(ys, ys, indexing="ij")
+    d2 = (
+        (gx[..., None] - kp[:, 0]) ** 2
+        + (gy[..., None] - kp[:, 1]) ** 2
+        + eta**2 * (sigma - kp[:, 2]) ** 2
+    )
+    np.testing.assert_array_equal(labels, d2.argmin(-1))
+
+
+def test_larger_eta_prefers_keypoints_of_the_layer_scale():
+    # two keypoints at the same place, different scales: each layer goes to the nearer scale
+    kp = np.array([[10.0, 10.0, 1.0], [30.0, 30.0, 20.0]])
+    for eta, expect_far in [(0.01, 0), (4.0, 1)]:
+        tree = cKDTree(np.stack([kp[:, 0], kp[:, 1], eta * kp[:, 2]], 1))
+        labels = assign_cells(tree, (40, 40), (40, 40), 20.0, eta)
+        assert labels[10, 10] == (1 if expect_far else 0)
+
+
+@pytest.mark.parametrize("sigma", [(0.7, 0.7), (3.0, 2.0), (30.0, 30.0)])
+def test_blurred_cells_form_a_partition_of_unity(sigma):
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 6, size=(17, 23))
+    chi = blur_cells(labels, 8, sigma)
+    assert chi.shape == (17 * 23, 8)
+    np.testing.assert_allclose(np.asarray(chi.sum(1)).ravel(), 1.0, atol=1e-12)
+    assert chi.data.min() >= 0
+    # unused features stay empty; a blurred cell is spread beyond its hard support
+    assert chi[:, 6:].nnz == 0
+    hard = hard_cells(labels, 8)
+    assert chi.nnz > hard.nnz
+
+
+def test_soft_cutoff_and_redistribution():
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 5, size=(20, 20))
+    chi = blur_cells(labels, 5, (2.0, 2.0))
+    for s in [0.0, 0.01, 0.2]:
+        out = sparsify(chi, s)
+        # Lemma 10: rows sum to one again, zeros stay zeros, sparsity grows with s
+        np.testing.assert_allclose(np.asarray(out.sum(1)).ravel(), 1.0, atol=1e-12)
+        assert out.nnz <= chi.nnz
+        support = sp.csr_matrix(chi.multiply(chi > s))
+        assert (out != 0).sum() == support.nnz
+    assert sparsify(chi, 0.2).nnz < sparsify(chi, 0.01).nnz
+    # order of importance within a voxel is preserved (redistribution proportional to chi^s)
+    a, b = chi.toarray(), sparsify(chi, 0.1).toarray()
+    for r in range(0, 400, 37):
+        keep = b[r] > 0
+        assert np.array_equal(np.argsort(a[r][keep]), np.argsort(b[r][keep]))
+
+
+def test_redistribution_guard_for_vanishing_mass():
+    chi = sp.csr_matrix(np.array([[0.5, 0.5], [0.0005, 0.0]]))
+    out = sparsify(chi, 0.0).toarray()
+    np.testing.assert_allclose(out[0], [0.5, 0.5])
+    # m = 5e-4 < 1e-3: factor 1 + (1 - m) / 1e-3, the row sums to about m / 1e-3 < 1: voxels with
+    # almost no mass fade out instead of being blown up to 1
+    np.testing.assert_allclose(out[1, 0], 0.0005 * (1 + (1 - 0.0005) / MIN_MASS))
+    with pytest.raises(ValueError, match="cutoff"):
+        sparsify(chi, 1.0)

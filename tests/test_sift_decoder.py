@@ -1,0 +1,170 @@
+"""The SIFT decoder: exactness (eq. 4.14, Lemma 8/10), linearity, smoothness (4.1.3C vs 4.1.3B),
+differentiability (4.2.4), dtype/device, errors."""
+
+import pytest
+import torch
+
+from ablation_paths.sift import SiftParams, decompose
+
+
+def _natural(name: str = "astronaut", size: int = 64, dtype=torch.float32) -> torch.Tensor:
+    from skimage import data, transform
+
+    img = transform.resize(getattr(data, name)(), (size, size), anti_aliasing=True)
+    return torch.from_numpy(img).permute(2, 0, 1).to(dtype).contiguous()
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.fixture(scope="module")
+def image() -> torch.Tensor:
+    return _natural("chelsea", 72)
+
+
+@pytest.fixture(scope="module")
+def dec(image):
+    return decompose(image)
+
+
+def test_all_ones_reproduces_the_image(image, dec):
+    assert dec.num_features > 10
+    assert _rel(dec.decode(torch.ones(dec.num_features)), image) < 1e-3  # default cutoff
+    exact = decompose(image, cutoff=0.0)
+    assert _rel(exact.decode(torch.ones(exact.num_features)), image) < 1e-5
+    assert exact.nnz > dec.nnz  # the cutoff buys sparsity
+
+
+def test_all_ones_reproduces_in_float64_and_greyscale():
+    x = _natural("coffee", 48, torch.float64)
+    for img in (x, x.mean(0, keepdim=True)):
+        d = decompose(img)
+        out = d.decode(torch.ones(2, d.num_features, dtype=torch.float64))
+        assert out.dtype == torch.float64 and out.shape == (2, *img.shape)
+        assert _rel(out[1], img) < 1e-10
+
+
+def test_zero_gains_give_zero_and_decoding_is_linear(image, dec):
+    k = dec.num_features
+    assert dec.decode(torch.zeros(k)).abs().max().item() == 0.0
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(5, k, generator=g), torch.randn(5, k, generator=g)
+    lhs = dec.decode(2.0 * a - 0.5 * b)
+    rhs = 2.0 * dec.decode(a) - 0.5 * dec.decode(b)
+    assert (lhs - rhs).abs().max().item() < 1e-5
+    # sum of all isolated features = the image
+    feats = dec.features(list(range(k)))
+    assert _rel(feats.sum(0), image) < 1e-3
+    # batched and single decoding agree
+    torch.testing.assert_close(dec.decode(a)[3], dec.decode(a[3]))
+
+
+def _grad_energy(y: torch.Tensor) -> torch.Tensor:
+    dy = y[..., 1:, :] - y[..., :-1, :]
+    dx = y[..., :, 1:] - y[..., :, :-1]
+    return (dy**2).sum((-1, -2, -3)) + (dx**2).sum((-1, -2, -3))
+
+
+@pytest.mark.parametrize("name", ["astronaut", "smooth"])
+def test_single_features_have_no_hard_cell_edges(name):
+    if name == "smooth":  # low-frequency image: any cell edge would dominate the gradient energy
+        yy, xx = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 64), indexing="ij")
+        img = torch.stack([0.3 + 0.4 * xx, 0.5 + 0.3 * torch.sin(4 * yy), 0.2 + 0.5 * xx * yy])
+        g = torch.Generator().manual_seed(3)
+        for _ in range(8):  # smooth blobs of several sizes make the keypoints
+            cx, cy = torch.rand(2, generator=g) * 0.8 + 0.1
+            s = 0.03 + 0.07 * torch.rand((), generator=g)
+            sign = 1 if torch.rand((), generator=g) > 0.5 else -1
+            amp = 0.5 * sign * (torch.rand(3, 1, 1, generator=g) * 0.5 + 0.5)
+            img = img + amp * torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * s * s))
+        img = img.double()
+    else:
+        img = _natural(name, 64, torch.float64)
+    smooth = decompose(img)
+    hard = decompose(img, smooth_cells=False)
+    assert smooth.num_features == hard.num_features > 5  # same keypoints, different cells
+    idx = list(range(smooth.num_features))
+    es, eh = _grad_energy(smooth.features(idx)), _grad_energy(hard.features(idx))
+    # every feature is at most as rough as its hard-partition version, and in total much smoother
+    assert torch.all(es <= eh * 1.05)
+    ratio = (es.sum() / eh.sum()).item()
+    assert ratio < (0.9 if name == "astronaut" else 0.6)
+    # the hard partition is still an exact decomposition (the roughness is not a reconstruction bug)
+    assert _rel(hard.decode(torch.ones(hard.num_features, dtype=img.dtype)), img) < 1e-10
+
+
+def test_gradcheck_through_the_sparse_decoder():
+    x = _natural("astronaut", 20, torch.float64)
+    d = decompose(x, contrast_threshold=0.01, max_keypoints=6)
+    k = d.num_features
+    gains = torch.rand(2, k, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(d.decode, (gains,), fast_mode=True)
+    # the backward pass applies the transpose: <D g, y> = <g, D^T y>
+    y = torch.randn(2, 3, 20, 20, dtype=torch.float64)
+    (d.decode(gains) * y).sum().backward()
+    assert gains.grad is not None
+    dense = d.features(list(range(k))).reshape(k, -1)
+    torch.testing.assert_close(gains.grad, y.reshape(2, -1) @ dense.T)
+
+
+def test_mass_weights_are_feature_norms(dec):
+    w = dec.mass_weights()
+    assert w.shape == (dec.num_features,) and torch.all(w >= 0)
+    feats = dec.features([0, 3])
+    torch.testing.assert_close(w[[0, 3]], feats.flatten(1).norm(dim=1))
+    torch.testing.assert_close(dec.mass_weights(normalize=True).sum(), torch.tensor(1.0))
+
+
+def test_heatmaps(dec):
+    k = dec.num_features
+    h, w = dec.image_size
+    ones = dec.voronoi_heatmap(torch.ones(k))
+    assert ones.shape == (h, w)
+    assert (ones - 1).abs().max().item() < 1e-5  # partition of unity of the field (eq. 4.46)
+    v = torch.zeros(k)
+    v[0] = 1.0
+    single = dec.voronoi_heatmap(v)
+    kx, ky = dec.keypoints.x[0], dec.keypoints.y[0]
+    assert single.min() >= -1e-6 and single[round(ky), round(kx)] > 0
+    assert dec.voronoi_heatmap(torch.rand(4, k)).shape == (4, h, w)
+    c = dec.contrast_heatmap(torch.ones(k))
+    assert c.shape == (h, w) and c.min() >= 0
+    path = torch.linspace(0, 1, 5)[:, None].expand(5, k)
+    cp = dec.contrast_heatmap(path)
+    assert cp.shape == (5, h, w)
+    # contrast is 1-homogeneous: scaling all gains scales the map
+    torch.testing.assert_close(cp[2], 0.5 * cp[4], atol=1e-5, rtol=1e-4)
+    assert cp[0].abs().max() == 0
+
+
+def test_input_validation(dec):
+    k = dec.num_features
+    with pytest.raises(ValueError, match="K ="):
+        dec.decode(torch.ones(3, k + 1))
+    with pytest.raises(ValueError, match="NaN"):
+        dec.decode(torch.full((k,), float("nan")))
+    with pytest.raises(ValueError, match=r"\[3, H, W\] or \[1, H, W\]"):
+        decompose(torch.rand(2, 16, 16))
+    with pytest.raises(ValueError, match="floating"):
+        decompose(torch.ones(3, 16, 16, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="NaN"):
+        decompose(torch.full((3, 16, 16), float("nan")))
+    with pytest.raises(TypeError):
+        decompose(torch.rand(3, 16, 16), not_a_param=1)
+    assert SiftParams().cutoff > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_decoding_matches_cpu():
+    x = _natural("astronaut", 48)
+    cpu = decompose(x)
+    gpu = decompose(x.cuda())
+    assert gpu.num_features == cpu.num_features
+    g = torch.rand(4, cpu.num_features)
+    out = gpu.decode(g.cuda())
+    assert out.device.type == "cuda"
+    torch.testing.assert_close(out.cpu(), cpu.decode(g), atol=1e-5, rtol=1e-4)
+    gg = g.cuda().requires_grad_(True)
+    gpu.decode(gg).sum().backward()
+    assert gg.grad is not None and gg.grad.device.type == "cuda"
