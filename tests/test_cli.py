@@ -63,7 +63,7 @@ def test_explain_with_module_callable(tmp_path, user_model, image_file):
         ]
     )
     assert rc == 0
-    for name in ("path.npz", "heatmaps.png", "path.png", "summary.json"):
+    for name in ("path.npz", "heatmaps.png", "path.png", "summary.json", "report.html"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["target"] == 1 and summary["target_name"] == "b"
@@ -122,3 +122,13 @@ def test_bad_target_is_a_clear_error(tmp_path, user_model, image_file, capsys):
     )
     assert rc == 2
     assert "out of range" in capsys.readouterr().err
+
+
+def test_view_writes_report_for_saved_result(tmp_path, user_model, image_file):
+    out = tmp_path / "o"
+    assert main(["explain", str(image_file), "--model", user_model, "--out", str(out), *FAST]) == 0
+    html = tmp_path / "view.html"
+    assert main(["view", str(out / "path.npz"), "--out", str(html)]) == 0
+    text = html.read_text()
+    assert "a<b>" not in text  # the class name is escaped wherever it appears
+    assert main(["view", str(tmp_path / "missing.npz")]) == 2

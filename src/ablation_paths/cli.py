@@ -17,19 +17,21 @@ from ablation_paths.api import FEATURES, explain
 from ablation_paths.models import imagenet_normalize, load_model_spec
 from ablation_paths.optimizer import AblationPathConfig
 from ablation_paths.plotting import plot_heatmaps, plot_path_strip
-from ablation_paths.result import AblationPathResult
+from ablation_paths.report import write_report
+from ablation_paths.result import AblationPathResult, load
 from ablation_paths.scores import SCORES
 
 __all__ = ["main", "write_outputs"]
 
 
 def write_outputs(result: AblationPathResult, out_dir: Path) -> dict[str, Path]:
-    """Write ``path.npz``, ``heatmaps.png``, ``path.png`` and ``summary.json``."""
+    """Write ``path.npz``, ``heatmaps.png``, ``path.png``, ``summary.json`` and ``report.html``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {
         "result": result.save(out_dir / "path.npz"),
         "heatmaps": plot_heatmaps(result, out_dir / "heatmaps.png"),
         "strip": plot_path_strip(result, out_dir / "path.png"),
+        "report": write_report(result, out_dir / "report.html"),
     }
     summary_file = out_dir / "summary.json"
     summary_file.write_text(json.dumps(result.summary(), indent=2, default=str))
@@ -130,6 +132,18 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    result = load(args.result)
+    out = Path(args.out) if args.out else Path(args.result).with_suffix(".html")
+    write_report(result, out)
+    print(f"wrote {out}")
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(out.resolve().as_uri())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ablation-paths",
@@ -164,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(ex)
     ex.set_defaults(func=cmd_explain)
 
+    vw = sub.add_parser("view", help="write the HTML path browser for a saved result")
+    vw.add_argument("result", help="a path.npz written by 'explain'")
+    vw.add_argument("--out", help="HTML file (default: RESULT with suffix .html)")
+    vw.add_argument("--open", action="store_true", help="open it in the web browser")
+    vw.set_defaults(func=cmd_view)
     return parser
 
 
