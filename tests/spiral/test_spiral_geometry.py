@@ -1,0 +1,132 @@
+"""Spiral sampling, ribbon and Delaunay-barycentric resampling matrices."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial import cKDTree
+
+from spiral_cnn.geometry import (
+    SpiralSpec,
+    isotropic_n_spls,
+    pixel_centres,
+    ribbon_points,
+    spiral_points,
+)
+from spiral_cnn.layers import (
+    image_to_spiral_resampling,
+    ribbon_resampling,
+    spiral_to_image_resampling,
+)
+from spiral_cnn.resample import apply_resampling, barycentric_resampling, sparse_resample
+
+L = 32
+
+
+def affine(p: np.ndarray) -> np.ndarray:
+    return 0.3 + 1.7 * p[:, 0] - 0.9 * p[:, 1]
+
+
+def test_spiral_follows_thesis_equations() -> None:
+    n_wind, n = 7, 150
+    pts = spiral_points(n_wind, n)
+    t = np.arange(n) * math.pi / n  # eq. (7.7)
+    r = np.sqrt(t / math.pi)  # eq. (7.5)
+    theta = 2 * n_wind * np.sqrt(math.pi * t)  # eq. (7.6)
+    np.testing.assert_allclose(pts, np.stack([r * np.cos(theta), r * np.sin(theta)], 1), atol=1e-12)
+
+
+def test_isotropic_spiral_spacing_matches_winding_spacing() -> None:
+    n_wind = 16
+    pts = spiral_points(n_wind, isotropic_n_spls(n_wind))
+    r = np.hypot(pts[:, 0], pts[:, 1])
+    d, _ = cKDTree(pts).query(pts, k=2)
+    nn = d[(r > 0.3) & (r < 0.9), 1]
+    # Nearest neighbours sit about one winding spacing apart: uniform density, no clumping.
+    assert abs(np.median(nn) - 1 / n_wind) < 0.15 / n_wind
+    assert nn.min() > 0.6 / n_wind
+    # Equal area per sample: the count inside radius rho grows like rho^2.
+    for rho in (0.4, 0.7):
+        assert abs((r < rho).mean() - rho**2) < 0.01
+
+
+def test_ribbon_rows_are_neighbouring_windings() -> None:
+    n_wind, n = 10, isotropic_n_spls(10)
+    rib = ribbon_points(n_wind, n, rows=5, cols=3)
+    assert rib.shape == (5, n + 2, 2)
+    centre = rib[2, 1:-1]
+    np.testing.assert_allclose(centre, spiral_points(n_wind, n), atol=1e-12)
+    r0 = np.hypot(*centre.T)
+    for k in (-2, -1, 1, 2):
+        rk = np.hypot(*rib[2 + k, 1:-1].T)
+        sel = r0 > 2.5 / n_wind  # away from the fold through the centre
+        np.testing.assert_allclose(rk[sel], r0[sel] + k / n_wind, atol=1e-12)
+        # Same polar angle: row k is the spiral shifted by k full windings.
+        a0 = np.arctan2(centre[sel, 1], centre[sel, 0])
+        ak = np.arctan2(rib[2 + k, 1:-1][sel, 1], rib[2 + k, 1:-1][sel, 0])
+        np.testing.assert_allclose(np.cos(ak - a0), 1.0, atol=1e-9)
+
+
+def test_resampling_matrices_reproduce_affine_functions_inside_disc() -> None:
+    spec = SpiralSpec.for_image(L)
+    px, sp = pixel_centres(L), spiral_points(spec.n_wind, spec.n)
+    rib = ribbon_points(spec.n_wind, spec.n, spec.rows, spec.cols).reshape(-1, 2)
+    cases = [
+        (image_to_spiral_resampling(L, spec.n_wind, spec.n), px, sp, 1 - 1 / L),
+        (spiral_to_image_resampling(L, spec.n_wind, spec.n), sp, px, 1 - 1 / spec.n_wind),
+        (
+            ribbon_resampling(spec.n_wind, spec.n, spec.rows, spec.cols),
+            sp,
+            rib,
+            1 - 1 / spec.n_wind,
+        ),
+    ]
+    for res, src, dst, radius in cases:
+        a = res.to_scipy()
+        assert a.shape == (dst.shape[0], src.shape[0])
+        assert np.diff(a.indptr).max() <= 3  # barycentric: at most three non-zeros per row
+        inside = np.hypot(dst[:, 0], dst[:, 1]) <= radius
+        assert inside.sum() > 0.5 * dst.shape[0]
+        np.testing.assert_allclose((a @ affine(src))[inside], affine(dst)[inside], atol=1e-12)
+        np.testing.assert_allclose(np.asarray(a.sum(1)).ravel()[inside], 1.0, atol=1e-12)
+        assert a.data.min() >= -1e-12  # convex weights
+
+
+def test_outside_modes() -> None:
+    src = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    dst = np.array([[0.25, 0.5], [3.0, 3.0]])
+    z = barycentric_resampling(src, dst, outside="zero").to_scipy().toarray()
+    n = barycentric_resampling(src, dst, outside="nearest").to_scipy().toarray()
+    np.testing.assert_allclose(z[1], 0.0)
+    np.testing.assert_allclose(n[1], [0, 0, 0, 1])
+    np.testing.assert_allclose(z[0] @ affine(src), affine(dst[:1]))
+    # Padding points are zero-valued: their columns are dropped, weights removed.
+    p = barycentric_resampling(src, np.array([[0.9, 0.9]]), n_zero_src=1)
+    assert p.n_src == 3 and p.to_scipy().toarray()[0].sum() < 1.0
+
+
+def test_sparse_resample_matches_dense_and_ellpack() -> None:
+    spec = SpiralSpec.for_image(16)
+    res = ribbon_resampling(spec.n_wind, spec.n, 3, 3)
+    x = torch.randn(2, 3, spec.n, dtype=torch.float64)
+    dense = torch.as_tensor(res.to_scipy().toarray())
+    want = x @ dense.T
+    torch.testing.assert_close(sparse_resample(x, res.csr(torch.float64)), want)
+    idx, w = res.tensors(torch.float64)
+    torch.testing.assert_close(apply_resampling(x, idx, w), want)
+    torch.testing.assert_close(res.to_torch_sparse(torch.float64).to_dense(), dense)
+
+
+def test_bad_input_is_rejected() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        barycentric_resampling(np.zeros((5, 3)), np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="NaN"):
+        barycentric_resampling(np.array([[0, 0], [1, 0], [0, np.nan]]), np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="odd"):
+        SpiralSpec(n_wind=4, rows=2)
+    spec = SpiralSpec.for_image(16)
+    with pytest.raises(ValueError, match="last axis"):
+        sparse_resample(torch.zeros(1, 7), ribbon_resampling(spec.n_wind, spec.n, 3, 3).csr())
