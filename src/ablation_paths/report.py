@@ -55,7 +55,9 @@ def _png_data_uri(array: np.ndarray) -> str:
     """Encode ``[H, W]`` or ``[H, W, 3]`` uint8 as a base64 PNG data URI."""
     mode = "L" if array.ndim == 2 else "RGB"
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array), mode=mode).save(buf, format="PNG")
+    Image.fromarray(np.ascontiguousarray(array), mode=mode).save(
+        buf, format="PNG", compress_level=3
+    )
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
