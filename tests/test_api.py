@@ -172,3 +172,35 @@ def test_error_unreadable_image(tmp_path, tiny_model):
     f.write_text("not an image")
     with pytest.raises(ValueError, match="cannot read image"):
         ap.explain(tiny_model, f, **FAST)
+
+
+@pytest.mark.parametrize("score", ["retain", "contrastive"])
+def test_explain_over_sift_features(tiny_model, score):
+    from skimage import data, transform
+
+    arr = transform.resize(data.astronaut(), (48, 48), anti_aliasing=True)
+    img = torch.from_numpy(arr.transpose(2, 0, 1).copy()).float()
+    r = ap.explain(tiny_model, img, score=score, features="sift", n_steps=5, max_iterations=2)
+    assert r.features == "sift" and r.path.dim() == 2  # [T, K] feature gains
+    assert ap.check_axioms(r.path) == []
+    assert r.heatmap().shape == (48, 48)
+    assert float(r.baseline_image.abs().max()) == 0.0  # implicit all-zero baseline (4.3.1)
+    assert r.frames.shape == (7, 3, 48, 48)
+    with pytest.raises(ValueError, match="zero baseline"):
+        ap.explain(tiny_model, img, features="sift", baseline="black", max_iterations=1)
+
+
+def test_sift_mass_weighted_metric(tiny_model):
+    img = torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(0))
+    from ablation_paths import sift
+
+    r = ap.explain(
+        tiny_model,
+        img,
+        features="sift",
+        n_steps=4,
+        max_iterations=2,
+        feature_options={"mass_weighted": True},
+    )
+    w = sift.SiftMaskSpace(sift.decompose(img), mass_weighted=True).weights()
+    assert ap.check_axioms(r.path, w) == []
