@@ -267,6 +267,41 @@ def _artifact_dir() -> Path:
     return out
 
 
+#: Reads what the page shows in one round trip (a function, as the page's CSP forbids eval).
+_READ_STATE = """() => {
+  const q = (s) => document.querySelector(s);
+  const panel = (p) => ({
+    target: q("#" + p + "target-prob").textContent,
+    top: Array.from(document.querySelectorAll("#" + p + "top-classes li")).map(
+      (li) => [Number(li.dataset.class), li.children[0].textContent, li.children[1].textContent]
+    ),
+  });
+  return {
+    t: q("#t-value").textContent,
+    slider: q("#t-slider").value,
+    frame: q("#frame-img").src,
+    mask: q("#mask-img").src,
+    down: q("#down-frame-img").src,
+    panels: { "": panel(""), "down-": panel("down-") },
+  };
+}"""
+
+
+def _note_console(msg: Any, problems: list[str]) -> None:
+    if msg.type == "error":
+        problems.append(f"console error: {msg.text}")
+
+
+def _note_dialog(dialog: Any, problems: list[str]) -> None:
+    problems.append(f"dialog: {dialog.message}")
+    dialog.dismiss()
+
+
+def _note_request(url: str, problems: list[str]) -> None:
+    if not url.startswith(("data:", "file:")):
+        problems.append(f"network request: {url}")
+
+
 def test_report_in_headless_chromium(straddle: AblationPathResult, tmp_path: Path) -> None:
     """Open the report from disk, move along t with the slider, the arrow keys and play, and
     check that t, the images and the probabilities shown are the saved result's."""
@@ -284,47 +319,29 @@ def test_report_in_headless_chromium(straddle: AblationPathResult, tmp_path: Pat
         try:
             page = browser.new_page(viewport={"width": 1250, "height": 1000})
             page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-            page.on(
-                "console",
-                lambda msg: problems.append(msg.text) if msg.type == "error" else None,
-            )
-            page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
-            page.on(
-                "request",
-                lambda req: (
-                    None
-                    if req.url.startswith(("data:", "file:"))
-                    else problems.append(f"request: {req.url}")
-                ),
-            )
+            page.on("console", lambda msg: _note_console(msg, problems))
+            page.on("dialog", lambda dialog: _note_dialog(dialog, problems))
+            page.on("request", lambda request: _note_request(request.url, problems))
             page.goto(report.as_uri())
             page.wait_for_selector("body[data-ready='1']", timeout=5000)
 
             def check(i: int) -> None:
-                assert page.text_content("#t-value") == f"{float(r.all_times[i]):.4f}"
-                assert page.input_value("#t-slider") == str(i)
-                np.testing.assert_array_equal(
-                    _decode(page.get_attribute("#frame-img", "src") or ""), _chw(r.frames[i])
-                )
-                np.testing.assert_array_equal(
-                    _decode(page.get_attribute("#mask-img", "src") or ""),
-                    r.masks_image[i].numpy(),
-                )
+                shown = page.evaluate(_READ_STATE)
+                assert shown["t"] == f"{float(r.all_times[i]):.4f}"
+                assert shown["slider"] == str(i)
+                np.testing.assert_array_equal(_decode(shown["frame"]), _chw(r.frames[i]))
+                np.testing.assert_array_equal(_decode(shown["mask"]), r.masks_image[i].numpy())
                 for prefix, probs in (("", r.probs[i]), ("down-", r.probs_down[i])):
-                    shown = page.text_content(f"#{prefix}target-prob")
-                    assert shown == f"{float(probs[r.target]):.4f}"
-                    items = page.query_selector_all(f"#{prefix}top-classes li")
-                    assert [int(li.get_attribute("data-class") or -1) for li in items] == (
-                        _expected_top(probs, r.target)
-                    )
-                    for li in items:
-                        k = int(li.get_attribute("data-class") or -1)
-                        assert li.query_selector(".cname").text_content() == NAMES[k]
-                        assert li.query_selector(".prob").text_content() == f"{probs[k]:.4f}"
+                    panel = shown["panels"][prefix]
+                    assert panel["target"] == f"{float(probs[r.target]):.4f}"
+                    expected = [
+                        [k, NAMES[k], f"{float(probs[k]):.4f}"]
+                        for k in _expected_top(probs, r.target)
+                    ]
+                    assert panel["top"] == expected
                 # the second path's frame is its own, not the first path's
                 if 0 < i < n - 1:
-                    down = _decode(page.get_attribute("#down-frame-img", "src") or "")
-                    assert not np.array_equal(down, _chw(r.frames[i]))
+                    assert not np.array_equal(_decode(shown["down"]), _chw(r.frames[i]))
 
             check(0)
             # drag the slider (set its value as a user would, firing 'input')
@@ -359,7 +376,7 @@ def test_report_in_headless_chromium(straddle: AblationPathResult, tmp_path: Pat
             page.keyboard.press(" ")
             stopped = int(page.input_value("#t-slider"))
             assert page.text_content("#play") == "\u25b6 Play"
-            page.wait_for_timeout(700)
+            page.wait_for_timeout(600)
             assert int(page.input_value("#t-slider")) == stopped
             check(stopped)
             # the hostile class name is shown as text and ran nothing
@@ -372,3 +389,13 @@ def test_report_in_headless_chromium(straddle: AblationPathResult, tmp_path: Pat
         finally:
             browser.close()
     assert problems == []
+
+
+def test_missing_browser_skips_or_fails_when_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)
+    monkeypatch.setenv("ABLATION_PATHS_REQUIRE_BROWSER", "1")
+    with pytest.raises(pytest.fail.Exception, match="REQUIRE_BROWSER"):
+        _chromium()
+    monkeypatch.delenv("ABLATION_PATHS_REQUIRE_BROWSER")
+    with pytest.raises(pytest.skip.Exception, match="Chromium"):
+        _chromium()
