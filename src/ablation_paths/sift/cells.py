@@ -48,7 +48,7 @@ def assign_cells(
     ys, xs = level_coords(size, image_size)
     gy, gx = np.meshgrid(ys.numpy(), xs.numpy(), indexing="ij")
     pts = np.stack([gx.ravel(), gy.ravel(), np.full(gx.size, eta * sigma)], axis=1)
-    _, idx = tree.query(pts, k=1, workers=1)
+    _, idx = tree.query(pts, k=1, workers=-1)
     return np.asarray(idx, dtype=np.int64).reshape(size)
 
 

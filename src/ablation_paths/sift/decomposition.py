@@ -220,21 +220,18 @@ def _level_matrices(
     for lv in space.levels:
         h, w = lv.size
         hw = h * w
-        rows, cols, vals = [], [], []
+        n_ch = space.bands[lv.layers[0]].shape[0]
+        z = sp.csr_matrix((n_ch * hw, n_features))
         field = sp.csr_matrix((hw, n_features))
-        for i in lv.layers:
-            chi = cells[i].tocoo()
-            band = space.bands[i].detach().to(torch.float64).cpu().numpy().reshape(-1, hw)
-            for c in range(band.shape[0]):
-                rows.append(chi.row + c * hw)
-                cols.append(chi.col)
-                vals.append(chi.data * band[c, chi.row])
-            field = field + cells[i]
-        n_rows = space.bands[lv.layers[0]].shape[0] * hw
-        z = sp.coo_matrix(
-            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-            shape=(n_rows, n_features),
-        ).tocsr()
+        for i in lv.layers:  # add layer by layer: peak memory ~ one layer's entries
+            chi = cells[i]
+            rows = np.repeat(np.arange(hw), np.diff(chi.indptr))
+            band = space.bands[i].detach().to(torch.float64).cpu().numpy().reshape(n_ch, hw)
+            vals = (chi.data[None, :] * band[:, rows]).ravel()
+            all_rows = (rows[None, :] + hw * np.arange(n_ch)[:, None]).ravel()
+            cols = np.tile(chi.indices, n_ch)
+            z = z + sp.csr_matrix((vals, (all_rows, cols)), shape=z.shape)
+            field = field + chi
         z.eliminate_zeros()
         zs.append(z)
         vs.append(sp.csr_matrix(field / n_layers))
