@@ -338,6 +338,7 @@ svg .clt{stroke:#27ae60;stroke-dasharray:5 3;stroke-width:1.5}
 svg .clt-label{font-size:11px;fill:#27ae60}
 .sw-other{color:#999}.sw-target{color:#c0392b}.sw-down{color:#2471a3}.sw-comp{color:#8e44ad}
 #t-marker{stroke:#111;stroke-width:1.5}#curve-hit{cursor:pointer}
+#curve-box h3{margin:0}
 ul.legend{list-style:none;padding:0;margin:.2em 0;font-size:.85em;color:#444}
 table{border-collapse:collapse;font-size:.9em}th,td{border:1px solid #ddd;padding:.2em .5em;
  text-align:left;vertical-align:top}th{background:#f6f6f6;font-weight:600}
@@ -664,6 +665,7 @@ removed or kept features change the classifier's answer.</p>
 <figcaption>target image (t = 0)</figcaption></figure>
 <figure><img id="baseline-img" alt="baseline image"/>
 <figcaption>baseline (t = 1)</figcaption></figure>
+<section id="curve-box"><h3>Probabilities along t (click to jump)</h3>{curve}</section>
 </div>
 <div class="controls">
 <button id="play" type="button" aria-pressed="false">&#9654; Play</button>
@@ -672,8 +674,7 @@ removed or kept features change the classifier's answer.</p>
  aria-label="time sample along the path"/>
 <span>t = <span id="t-value" data-index="0">{times[0]:.4f}</span></span>
 </div>
-<div class="row">{panels}
-<section id="curve-box"><h3>Probabilities along t (click to jump)</h3>{curve}</section></div>
+<div class="row">{panels}</div>
 <h2>Heatmaps</h2>
 <p class="note">Each reduction normalised to its own range; the influence map is signed
 (blue = negative, red = positive). Bold: the score's natural reduction.</p>
