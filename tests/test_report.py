@@ -69,7 +69,11 @@ def _data(page: str) -> dict[str, Any]:
         r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S
     )
     assert match is not None
-    return json.loads(match.group(1))  # type: ignore[no-any-return]
+    return json.loads(match.group(1), parse_constant=_no_constants)  # type: ignore[no-any-return]
+
+
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not JSON (JSON.parse in the browser would fail)")
 
 
 def _decode(uri: str) -> np.ndarray:
@@ -193,6 +197,15 @@ def test_feature_paths_and_missing_frames(straddle: AblationPathResult) -> None:
     )
     frames = _data(render_report(grey))["paths"][0]["frames"]
     assert frames is not None and len(frames) == t + 2
+
+
+def test_non_finite_values_render(straddle: AblationPathResult) -> None:
+    probs = straddle.probs.clone()
+    probs[2, 0] = float("nan")
+    broken = dataclasses.replace(straddle, probs=probs, path_score=float("nan"))
+    data = _data(render_report(broken))  # strict JSON: NaN became null
+    assert data["path_score"] is None
+    assert data["paths"][0]["probs"][2][data["classes"].index(0)] is None
 
 
 def test_file_size_for_16_steps_224px() -> None:

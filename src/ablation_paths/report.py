@@ -107,7 +107,12 @@ def _pixel_frames(result: AblationPathResult, path: Tensor) -> tuple[np.ndarray,
 def _path_images(result: AblationPathResult) -> tuple[np.ndarray, np.ndarray] | None:
     """Frames and masks of the first path: the saved ones, else rendered from the path."""
     if result.frames is not None and result.masks_image is not None:
-        return result.frames.cpu().numpy(), result.masks_image.cpu().numpy()
+        frames, masks = result.frames.cpu(), result.masks_image.cpu()
+        if frames.dtype != torch.uint8:  # tolerate float frames in [0, 1]
+            frames = (frames.float().clamp(0, 1) * 255).round().to(torch.uint8)
+        if masks.dtype != torch.uint8:
+            masks = (masks.float().clamp(0, 1) * 255).round().to(torch.uint8)
+        return frames.numpy(), masks.numpy()
     return _pixel_frames(result, result.path)
 
 
@@ -172,10 +177,21 @@ def _round(values: Tensor, digits: int = 6) -> list[Any]:
     return np.round(values.double().cpu().numpy(), digits).tolist()  # type: ignore[no-any-return]
 
 
+def _finite(data: Any) -> Any:
+    """Replace non-finite floats (which JSON cannot carry) by ``None``, recursively."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data
+
+
 def _json_for_script(data: Any) -> str:
     """JSON safe inside ``<script type="application/json">``: ``<``, ``>`` and ``&`` become
     ``\\u`` escapes, so neither ``</script>`` nor ``<!--`` can appear."""
-    text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    text = json.dumps(_finite(data), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     return (
         text.replace("<", "\\u003c")
         .replace(">", "\\u003e")
@@ -357,7 +373,8 @@ _JS = r"""
   var playBtn = document.getElementById("play");
   var timer = null;
   function name(k) { return D.names[String(k)]; }
-  function fmt(p) { return p.toFixed(4); }
+  function fmt(p) { return (typeof p === "number" && isFinite(p)) ? p.toFixed(4) : "n/a"; }
+  function val(p) { return (typeof p === "number" && isFinite(p)) ? p : -1; }
   document.getElementById("target-img").src = D.images[D.target_image];
   document.getElementById("baseline-img").src = D.images[D.baseline_image];
   Array.prototype.forEach.call(document.querySelectorAll(".target-name"), function (el) {
@@ -379,7 +396,7 @@ _JS = r"""
     for (var j = 0; j < D.classes.length; j++) {
       if (D.classes[j] !== D.target) { order.push(j); }
     }
-    order.sort(function (a, b) { return row[b] - row[a]; });
+    order.sort(function (a, b) { return val(row[b]) - val(row[a]); });
     var list = document.getElementById(pre + "top-classes");
     while (list.firstChild) { list.removeChild(list.firstChild); }
     order.slice(0, D.top).forEach(function (j) {
@@ -395,7 +412,7 @@ _JS = r"""
       pr.textContent = fmt(row[j]);
       var bar = document.createElement("span");
       bar.className = "bar";
-      bar.style.width = Math.round(120 * row[j]) + "px";
+      bar.style.width = Math.round(120 * Math.max(0, val(row[j]))) + "px";
       li.appendChild(nm); li.appendChild(pr); li.appendChild(bar);
       list.appendChild(li);
     });
