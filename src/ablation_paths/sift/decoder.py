@@ -22,14 +22,16 @@ __all__ = ["SparseLevel", "decode_levels", "sparse_matmul", "to_torch_csr"]
 
 
 def to_torch_csr(mat: sp.spmatrix, dtype: torch.dtype, device: torch.device | str) -> Tensor:
-    """SciPy sparse matrix -> torch sparse CSR tensor of ``dtype`` on ``device``."""
+    """SciPy sparse matrix -> torch sparse CSR ``dtype`` tensor on ``device`` (sorted indices)."""
     m = sp.csr_matrix(mat)
     m.sum_duplicates()
+    # int32 indices are ~30 % faster to multiply and half the size; int64 only when needed
+    idx = "int32" if max(m.nnz, *m.shape) < 2**31 - 1 else "int64"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
         out = torch.sparse_csr_tensor(
-            torch.from_numpy(m.indptr.astype("int64")),
-            torch.from_numpy(m.indices.astype("int64")),
+            torch.from_numpy(m.indptr.astype(idx)),
+            torch.from_numpy(m.indices.astype(idx)),
             torch.from_numpy(m.data).to(dtype),
             size=m.shape,
             dtype=dtype,

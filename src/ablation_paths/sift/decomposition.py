@@ -84,6 +84,13 @@ class SiftDecomposition:
     n_voxels: int
     _mass: Tensor | None = field(default=None, repr=False)
 
+    def __repr__(self) -> str:
+        c, h, w = self.image.shape
+        return (
+            f"SiftDecomposition(K={self.num_features}, image=[{c}, {h}, {w}] {self.dtype} on "
+            f"{self.device}, levels={[lv.size for lv in self.levels]}, nnz={self.nnz:,})"
+        )
+
     # ----------------------------------------------------------------------------- basic facts
     @property
     def num_features(self) -> int:
