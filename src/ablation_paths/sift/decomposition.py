@@ -163,9 +163,11 @@ class SiftDecomposition:
 
     def features(self, index: Tensor | list[int] | int) -> Tensor:
         """Images of isolated features ``D(e_j)`` ``[n, C, H, W]`` for the given feature indices."""
-        idx = torch.as_tensor(index, dtype=torch.long).reshape(-1)
+        idx = torch.as_tensor(index, dtype=torch.long, device=self.device).reshape(-1)
+        if idx.numel() and (idx.min() < 0 or idx.max() >= self.num_features):
+            raise ValueError(f"feature indices must be in [0, {self.num_features})")
         eye = torch.zeros(idx.numel(), self.num_features, dtype=self.dtype, device=self.device)
-        eye[torch.arange(idx.numel()), idx.to(self.device)] = 1
+        eye[torch.arange(idx.numel(), device=self.device), idx] = 1
         return self.decode(eye)
 
     def mass_weights(self, normalize: bool = False, chunk: int = 64) -> Tensor:
