@@ -1,0 +1,379 @@
+"""The benchmark runner: every (image, method) pair evaluated once, results appended as they finish.
+
+Results go to ``OUT/results.jsonl``, one JSON object per (image, method), written and flushed
+(``fsync``) the moment it is computed. A second run with the same settings reads the file, skips
+what is already there and computes only the rest, so an interrupted or crashed run loses at most
+the pairs in flight; a torn last line (a kill mid-write) is ignored and recomputed.
+
+Engines: ``local`` (this process) and ``ray`` (Ray actors, one model per actor, a GPU requested per
+actor when the cluster has GPUs; local Ray instance or an existing cluster via ``address``).
+Ablation-path variants that share an optimised path (``ap-x`` and ``ap-x-win``) travel together
+as one unit of work so the path is optimised once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ablation_paths.bench import methods as methods_mod
+from ablation_paths.bench.metrics import (
+    ablation_curves,
+    default_tolerance,
+    mass_inside,
+    pointing_game,
+    randomise_top_layers,
+    rank_correlation,
+)
+
+__all__ = [
+    "BenchConfig",
+    "RESULTS_FILE",
+    "Worker",
+    "load_results",
+    "resolve_dataset",
+    "run_benchmark",
+    "work_units",
+]
+
+RESULTS_FILE = "results.jsonl"
+
+
+@dataclass
+class BenchConfig:
+    """Settings of one benchmark run.
+
+    Attributes:
+        dataset: ``"localisation"``, ``"planted_bias"`` or ``"toy"`` (tests).
+        methods: method names (see :func:`ablation_paths.bench.methods.available_methods`).
+        n: number of images (the first ``n`` of the seeded test split).
+        out: output directory; results go to ``out / "results.jsonl"``.
+        seed: dataset seed.
+        engine: ``"local"`` or ``"ray"``.
+        address: Ray cluster address (``None``: start a local instance).
+        workers: Ray actors (``None``: one per CPU, or per GPU when there are GPUs).
+        sanity_n: run the model-randomisation sanity check on the first ``sanity_n`` images
+            (``-1``: all).
+        sanity_layers: how many top weight layers to randomise.
+        tolerance: pointing-game radius in px (``None``: TorchRay's 15 px scaled from 224 px).
+        auc_steps: pixel-ablation increments for the deletion/insertion curves.
+        threads: torch threads per worker (``None``: leave torch's default).
+        ap_options: options passed to every ablation-path run (e.g. ``{"regularization": 0.05}``).
+    """
+
+    dataset: str
+    methods: list[str]
+    n: int
+    out: Path
+    seed: int = 0
+    engine: str = "local"
+    address: str | None = None
+    workers: int | None = None
+    sanity_n: int = 20
+    sanity_layers: int = 2
+    tolerance: float | None = None
+    auc_steps: int = 32
+    threads: int | None = None
+    ap_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.engine not in ("local", "ray"):
+            raise ValueError(f"engine must be 'local' or 'ray', got {self.engine!r}")
+        if not self.methods:
+            raise ValueError("no methods given")
+        for m in self.methods:
+            methods_mod.get_method(m)  # raises with the list of known names
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out"] = str(self.out)
+        return d
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def resolve_dataset(
+    name: str,
+) -> tuple[Callable[[int, int], Sequence[Any]], Callable[[], nn.Module]]:
+    """``(load_samples(n, seed), load_model())`` for a dataset name.
+
+    ``"toy"`` is :mod:`ablation_paths.bench.toy`; everything else goes to
+    :mod:`ablation_paths.bench.datasets`.
+    """
+    if name == "toy":
+        from ablation_paths.bench import toy
+
+        return (lambda n, seed: toy.load_toy_dataset(n, seed)), toy.load_toy_model
+    from ablation_paths.bench import datasets
+
+    if name not in datasets.BENCH_DATASETS:
+        raise ValueError(
+            f"unknown dataset {name!r}; available: toy, {', '.join(datasets.BENCH_DATASETS)}"
+        )
+    return (lambda n, seed: datasets.load_dataset(name, n, seed=seed, split="test")), (
+        lambda: datasets.load_bench_model(name)
+    )
+
+
+def object_mask(sample: Any, threshold: float = 1e-3) -> Tensor | None:
+    """Pixels where the scene differs from its ``object_removed`` counterfactual (or ``None``)."""
+    cf = getattr(sample, "counterfactuals", None) or {}
+    removed = cf.get("object_removed")
+    if removed is None:
+        return None
+    return (sample.image.cpu() - removed.cpu()).abs().amax(dim=0) > threshold
+
+
+# ----------------------------------------------------------------------------- one evaluation
+
+
+def work_units(methods: Sequence[str]) -> list[list[str]]:
+    """Group method names that share an optimised path (``ap-x``, ``ap-x-win``), order kept."""
+    groups: dict[str, list[str]] = {}
+    for m in methods:
+        key = m[: -len("-win")] if m.startswith("ap-") and m.endswith("-win") else m
+        groups.setdefault(key, []).append(m)
+    return list(groups.values())
+
+
+class Worker:
+    """Holds one model (and its randomised copy) and evaluates (image, method) pairs."""
+
+    def __init__(self, config: BenchConfig) -> None:
+        self.config = config
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        load_samples, load_model = resolve_dataset(config.dataset)
+        self.samples = list(load_samples(config.n, config.seed))
+        self.model = load_model().eval()
+        self.random_model: nn.Module | None = None
+        methods_mod.AP_OPTIONS.clear()
+        methods_mod.AP_OPTIONS.update(config.ap_options)
+        self.host = platform.node()
+
+    def _randomised(self) -> nn.Module:
+        if self.random_model is None:
+            self.random_model = randomise_top_layers(
+                self.model, self.config.sanity_layers, seed=self.config.seed
+            )
+        return self.random_model
+
+    def evaluate(self, index: int, methods: Sequence[str]) -> list[dict[str, Any]]:
+        """Records for image ``index`` and each of ``methods`` (errors are recorded, not raised)."""
+        return [self.evaluate_one(index, m) for m in methods]
+
+    def evaluate_one(self, index: int, method: str) -> dict[str, Any]:
+        cfg = self.config
+        sample = self.samples[index]
+        image: Tensor = sample.image.float()
+        label = int(sample.label)
+        rec: dict[str, Any] = {
+            "dataset": cfg.dataset,
+            "seed": cfg.seed,
+            "index": index,
+            "method": method,
+            "name": getattr(sample, "name", str(index)),
+            "label": label,
+        }
+        try:
+            with torch.no_grad():
+                probs = torch.softmax(self.model(image.unsqueeze(0)).float(), dim=1)[0]
+            rec["predicted"] = int(probs.argmax())
+            rec["prob_target"] = float(probs[label])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                exp = methods_mod.compute(method, self.model, image, label)
+            h = exp.heatmap
+            mask = sample.mask.bool()
+            tol = cfg.tolerance if cfg.tolerance is not None else default_tolerance(h.shape[-1])
+            rec["time_s"] = float(exp.seconds or 0.0)
+            rec["pointing"] = pointing_game(h, mask, tol)
+            rec["pointing_strict"] = pointing_game(h, mask, 0.0)
+            rec["mass_inside"] = mass_inside(h, mask)
+            curves = ablation_curves(self.model, image, h, label, steps=cfg.auc_steps)
+            rec["deletion_auc"] = curves.deletion_auc
+            rec["insertion_auc"] = curves.insertion_auc
+            obj = object_mask(sample) if cfg.dataset == "planted_bias" else None
+            if obj is not None and bool(obj.any()):
+                rec["mass_on_object"] = mass_inside(h, obj)
+                rec["pointing_object"] = pointing_game(h, obj, tol)
+            if cfg.sanity_n < 0 or index < cfg.sanity_n:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    hr = methods_mod.compute(method, self._randomised(), image, label).heatmap
+                rec["sanity_spearman"] = rank_correlation(h, hr)
+            rec["info"] = exp.info
+        except Exception as err:  # noqa: BLE001 - recorded so one failure does not stop a run
+            rec["error"] = f"{type(err).__name__}: {err}"
+        rec["host"] = self.host
+        rec["finished"] = time.time()
+        return rec
+
+
+# ----------------------------------------------------------------------------- results file
+
+
+def load_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """All complete records of a results file; torn or corrupt lines are skipped."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / RESULTS_FILE
+    if not p.exists():
+        return []
+    out = []
+    with p.open("r", encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and "method" in rec and "index" in rec:
+                out.append(rec)
+    return out
+
+
+class _Appender:
+    """Append-only JSON-lines writer that flushes and fsyncs every record."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+        self.f = path.open("a", encoding="utf-8")
+        if torn:  # a previous run died mid-line: terminate it so the next record parses
+            self.f.write("\n")
+
+    def write(self, rec: dict[str, Any]) -> None:
+        self.f.write(json.dumps(rec, allow_nan=True) + "\n")
+        self.f.flush()
+        os.fsync(self.f.fileno())
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _pending(config: BenchConfig, done: set[tuple[int, str]]) -> list[tuple[int, list[str]]]:
+    units = []
+    for i in range(config.n):
+        for group in work_units(config.methods):
+            todo = [m for m in group if (i, m) not in done]
+            if todo:
+                units.append((i, todo))
+    return units
+
+
+def run_benchmark(
+    config: BenchConfig, *, progress: Callable[[dict[str, Any]], None] | None = None
+) -> Path:
+    """Run (or resume) a benchmark; returns the results file.
+
+    Pairs already in ``config.out / results.jsonl`` for the same dataset and seed are skipped.
+    ``progress`` is called with each new record.
+    """
+    path = config.out / RESULTS_FILE
+    done = {
+        (int(r["index"]), str(r["method"]))
+        for r in load_results(path)
+        if r.get("dataset") == config.dataset and r.get("seed") == config.seed
+    }
+    units = _pending(config, done)
+    config.out.mkdir(parents=True, exist_ok=True)
+    (config.out / "config.json").write_text(json.dumps(config.to_json(), indent=2))
+    if not units:
+        return path
+    writer = _Appender(path)
+    try:
+        records = _run_local(config, units) if config.engine == "local" else _run_ray(config, units)
+        for rec in records:
+            rec["engine"] = config.engine
+            writer.write(rec)
+            if progress is not None:
+                progress(rec)
+    finally:
+        writer.close()
+    return path
+
+
+def _run_local(config: BenchConfig, units: list[tuple[int, list[str]]]) -> Iterator[dict[str, Any]]:
+    worker = Worker(config)
+    for index, group in units:
+        for m in group:
+            yield worker.evaluate_one(index, m)
+
+
+def _run_ray(config: BenchConfig, units: list[tuple[int, list[str]]]) -> Iterator[dict[str, Any]]:
+    import ray
+
+    started_here = False
+    if not ray.is_initialized():
+        if config.address:
+            ray.init(address=config.address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=config.workers or None, log_to_driver=False)
+        started_here = True
+    try:
+        gpus = float(ray.cluster_resources().get("GPU", 0.0))
+        cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        n_workers = config.workers or max(1, int(gpus) if gpus >= 1 else int(cpus))
+        n_workers = min(n_workers, len(units))
+        remote_worker = ray.remote(num_cpus=1, num_gpus=1 if gpus >= 1 else 0)(_RayWorker)
+        actors = [remote_worker.remote(config) for _ in range(n_workers)]  # type: ignore[attr-defined]
+        queue = list(units)
+        in_flight: dict[Any, Any] = {}
+
+        def submit(actor: Any) -> None:
+            index, group = queue.pop(0)
+            in_flight[actor.evaluate.remote(index, group)] = actor
+
+        for actor in actors:
+            for _ in range(2):  # keep each actor busy while results travel back
+                if queue:
+                    submit(actor)
+        while in_flight:
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            ref = ready[0]
+            actor = in_flight.pop(ref)
+            yield from ray.get(ref)
+            if queue:
+                submit(actor)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+class _RayWorker(Worker):
+    """Ray actor: :class:`Worker` on the actor's GPU when it has one."""
+
+    def __init__(self, config: BenchConfig) -> None:
+        super().__init__(config)
+        if torch.cuda.is_available():
+            self.model = self.model.cuda()
+            self.samples = [_to_cuda(s) for s in self.samples]
+
+
+def _to_cuda(sample: Any) -> Any:
+    for name in ("image",):
+        setattr(sample, name, getattr(sample, name).cuda())
+    return sample
+
+
+def finite(values: Iterable[Any]) -> list[float]:
+    """The finite floats among ``values`` (skips ``None``, NaN and infinities)."""
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
