@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from ablation_paths.api import FEATURES, explain
+from ablation_paths.bench.cli import add_bench_parser
 from ablation_paths.models import imagenet_normalize, load_model_spec
 from ablation_paths.optimizer import AblationPathConfig
 from ablation_paths.plotting import plot_heatmaps, plot_path_strip
@@ -183,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     vw.add_argument("--out", help="HTML file (default: RESULT with suffix .html)")
     vw.add_argument("--open", action="store_true", help="open it in the web browser")
     vw.set_defaults(func=cmd_view)
+
+    add_bench_parser(sub)
     return parser
 
 
