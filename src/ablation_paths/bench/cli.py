@@ -50,6 +50,12 @@ def _configure(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="ablation-path option, e.g. regularization=0.05 (repeatable; JSON values)",
     )
+    p.add_argument(
+        "--extremal-iter",
+        type=int,
+        default=None,
+        help="Extremal Perturbation iterations (default 300; TorchRay 800)",
+    )
     p.add_argument("--no-summary", action="store_true", help="skip the summary step")
     p.add_argument("--quiet", action="store_true")
 
@@ -111,6 +117,7 @@ def run_bench(args: argparse.Namespace) -> int:
             tolerance=args.tolerance,
             threads=args.threads,
             ap_options=_parse_options(args.ap_option),
+            extremal_options={} if args.extremal_iter is None else {"max_iter": args.extremal_iter},
         )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

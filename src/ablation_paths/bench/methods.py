@@ -275,11 +275,20 @@ def rise_method(model: nn.Module, image: Tensor, target: int) -> Tensor:
     return rise(model, image.detach().to(_device_of(model)), target, n_masks=2000)
 
 
-@register("extremal", "perturbation", "Extremal Perturbation (own implementation), 4 areas")
-def extremal_method(model: nn.Module, image: Tensor, target: int) -> Tensor:
-    from ablation_paths.bench.extremal import extremal_perturbation
+#: Overrides of :class:`~ablation_paths.bench.extremal.ExtremalConfig` fields for the
+#: ``extremal`` method (e.g. ``{"max_iter": 100}``); the runner sets it from its config.
+EXTREMAL_OPTIONS: dict[str, Any] = {}
 
-    return extremal_perturbation(model, image.detach().to(_device_of(model)), target)
+
+@register("extremal", "perturbation", "Extremal Perturbation (own implementation), 4 areas")
+def extremal_method(model: nn.Module, image: Tensor, target: int) -> Explanation:
+    from dataclasses import replace
+
+    from ablation_paths.bench.extremal import ExtremalConfig, extremal_perturbation
+
+    cfg = replace(ExtremalConfig(), **EXTREMAL_OPTIONS)
+    h = extremal_perturbation(model, image.detach().to(_device_of(model)), target, cfg)
+    return Explanation(h, {"max_iter": cfg.max_iter})
 
 
 # ----------------------------------------------------------------------------- baselines

@@ -70,6 +70,7 @@ class BenchConfig:
         auc_steps: pixel-ablation increments for the deletion/insertion curves.
         threads: torch threads per worker (``None``: leave torch's default).
         ap_options: options passed to every ablation-path run (e.g. ``{"regularization": 0.05}``).
+        extremal_options: :class:`~ablation_paths.bench.extremal.ExtremalConfig` overrides.
     """
 
     dataset: str
@@ -86,6 +87,7 @@ class BenchConfig:
     auc_steps: int = 32
     threads: int | None = None
     ap_options: dict[str, Any] = field(default_factory=dict)
+    extremal_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -164,6 +166,8 @@ class Worker:
         self.random_model: nn.Module | None = None
         methods_mod.AP_OPTIONS.clear()
         methods_mod.AP_OPTIONS.update(config.ap_options)
+        methods_mod.EXTREMAL_OPTIONS.clear()
+        methods_mod.EXTREMAL_OPTIONS.update(config.extremal_options)
         self.host = platform.node()
 
     def _randomised(self) -> nn.Module:
