@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ablation_paths.inputs import ClassifierFn, check_image, load_image
-from ablation_paths.mask_spaces import gaussian_blur
+from ablation_paths.mask_spaces import gaussian_blur, gaussian_blur_fft
 
 __all__ = ["Baseline", "blurred_baseline", "constant_baseline", "make_baseline"]
 
@@ -31,18 +31,19 @@ def blurred_baseline(
     *,
     sigma_min: float = 4.0,
     sigma_max: float = 100.0,
-    n_candidates: int = 24,
+    n_candidates: int = 16,
     batch_size: int | None = 32,
 ) -> Baseline:
     """Gaussian blur of the target with the smallest sigma that changes the predicted class.
 
     Sigmas (image pixels) are searched on a geometric grid from ``sigma_min`` to ``sigma_max``
-    (thesis eq. 2.32: at least 4, at most 100 px); all candidates are classified in one batched
-    forward pass. If no candidate changes the class, ``sigma_max`` is used and the result says so.
+    (thesis eq. 2.32: at least 4, at most 100 px; 16 candidates about 24 % apart); all candidates
+    are blurred with one FFT and classified in one batched forward pass.
+    If no candidate changes the class, ``sigma_max`` is used and the result says so.
     """
     image = check_image(image)
     sigmas = np.geomspace(sigma_min, sigma_max, n_candidates)
-    blurred = torch.cat([gaussian_blur(image.unsqueeze(0), float(s)) for s in sigmas])
+    blurred = gaussian_blur_fft(image, torch.from_numpy(sigmas))
     probs = classifier.probabilities(torch.cat([image.unsqueeze(0), blurred]), batch_size)
     original = int(probs[0].argmax())
     flipped = (probs[1:].argmax(dim=1) != original).nonzero()

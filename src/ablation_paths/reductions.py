@@ -67,8 +67,14 @@ def class_transition_index(probs: Tensor, target: int) -> int:
 def class_transition(
     path: Tensor, probs: Tensor, target: int, orientation: str = "retain"
 ) -> Tensor:
-    """Class-transition reduction (eq. 2.34): the oriented mask at ``t_clt``."""
-    return _orient(path[class_transition_index(probs, target)], orientation)
+    """Class-transition reduction (eq. 2.34): the oriented mask at ``t_clt``.
+
+    Saturated masks are nearly binary, so many features tie at the maximum; ties are broken by
+    adding ``1e-3`` times the oriented :func:`average` (features kept longer / removed earlier
+    rank first). This changes values by at most ``1e-3`` and makes the maximum meaningful.
+    """
+    mask = _orient(path[class_transition_index(probs, target)], orientation)
+    return mask + 1e-3 * average(path, orientation)
 
 
 def influence(path: Tensor, target_probs: Tensor) -> Tensor:
