@@ -123,8 +123,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         )
         if result.pinned:
             print(
-                "  warning: path score pinned near its maximum: the path may be adversarial; "
-                "try a larger --regularization",
+                "  note: path score near its maximum: either the evidence is very small or the "
+                "masks are adversarial (thesis 2.8.3); compare with a larger --regularization",
                 file=sys.stderr,
             )
         if result.stopped == "interrupted":

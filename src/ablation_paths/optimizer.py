@@ -39,6 +39,10 @@ class AblationPathConfig:
         mask_size: longer side of pixel masks in mask pixels; ``None`` picks
             ``clamp(round(image_side / 3.5), 8, 64)`` (64 for 224 px images, as in thesis 2.6.1).
         step_size: L-infinity norm of each update, in mask units (thesis 2.8.2: about 1).
+            The defaults of step size and saturation were chosen on the demo classifier: the
+            thesis's ``zeta_sat = 0.8`` with half steps needed about 38 iterations to saturate,
+            ``1.5`` with full steps about 14, with the same pointing accuracy; stronger
+            saturation saturates faster but locks in the first (IG-like) features.
         regularization: Gaussian regularisation blur (eq. 2.24) as a fraction of the image's
             longer side, so one value serves every resolution (0.03 = 6.7 px at 224 px, the
             thesis's best of about 7 px). Converted to mask pixels internally; 0 disables it.
@@ -55,9 +59,9 @@ class AblationPathConfig:
 
     n_steps: int = 16
     mask_size: int | None = None
-    step_size: float = 0.5
+    step_size: float = 1.0
     regularization: float = 0.03
-    saturation: float = 0.8
+    saturation: float = 1.5
     saturation_ramp: int = 3
     pinch: float = 0.5
     stop_saturation: float = 0.8
