@@ -204,3 +204,35 @@ def test_sift_mass_weighted_metric(tiny_model):
     )
     w = sift.SiftMaskSpace(sift.decompose(img), mass_weighted=True).weights()
     assert ap.check_axioms(r.path, w) == []
+
+
+def test_auto_regularization_picks_weakest_unpinned(tiny_model, tiny_image):
+    from ablation_paths.optimizer import AUTO_REGULARIZATION
+
+    r = ap.explain(tiny_model, tiny_image, regularization="auto", **FAST)
+    auto = r.info["regularization_auto"]
+    tried = [float(k) for k in auto["tried"]]
+    assert tried == list(AUTO_REGULARIZATION[: len(tried)])
+    assert auto["chosen"] == tried[-1] == r.info["config"]["regularization"]
+    # every weaker candidate was pinned; the chosen one is not (unless all were)
+    for value in list(auto["tried"].values())[:-1]:
+        assert value > 1 - 0.02
+    assert auto["all_pinned"] or not r.pinned
+    with pytest.raises(ValueError, match="number or 'auto'"):
+        ap.explain(tiny_model, tiny_image, regularization="strong", **FAST)
+
+
+def test_auto_regularization_all_pinned_falls_back_to_strongest(tiny_image):
+    from ablation_paths.optimizer import AUTO_REGULARIZATION
+
+    class Confident(nn.Module):
+        def forward(self, x):
+            m = x.mean(dim=(1, 2, 3))
+            return torch.stack([20 + m, m, -m], dim=1)  # class 0 wins by a mile everywhere
+
+    r = ap.explain(
+        Confident().eval(), tiny_image, target=0, regularization="auto", baseline="black", **FAST
+    )
+    auto = r.info["regularization_auto"]
+    assert len(auto["tried"]) == len(AUTO_REGULARIZATION) and auto["all_pinned"]
+    assert auto["chosen"] == AUTO_REGULARIZATION[-1]

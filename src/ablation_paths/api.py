@@ -16,6 +16,7 @@ from ablation_paths.baselines import Baseline, make_baseline
 from ablation_paths.inputs import ClassifierFn, load_image, resolve_target
 from ablation_paths.mask_spaces import MaskSpace, PixelMaskSpace
 from ablation_paths.optimizer import (
+    AUTO_REGULARIZATION,
     AblationPathConfig,
     evaluate_masks,
     optimize_paths,
@@ -132,6 +133,26 @@ def explain(
     Returns:
         An :class:`~ablation_paths.result.AblationPathResult`.
     """
+    if (config is not None and config.regularization == "auto") or options.get(
+        "regularization"
+    ) == "auto":
+        return _explain_auto_regularization(
+            model,
+            image,
+            target,
+            score=score,
+            baseline=baseline,
+            features=features,
+            transform=transform,
+            config=config,
+            class_names=class_names,
+            image_size=image_size,
+            device=device,
+            progress=progress,
+            feature_options=feature_options,
+            keep_frames=keep_frames,
+            **options,
+        )
     start = time.perf_counter()
     cfg = (
         (config or AblationPathConfig()).replace(**options)
@@ -259,6 +280,31 @@ def explain(
         history=opt.history,
         info=info,
     )
+
+
+def _explain_auto_regularization(
+    model: Any, image: Any, target: Any, *, config: AblationPathConfig | None, **kwargs: Any
+) -> AblationPathResult:
+    """``regularization="auto"``: the weakest blur of :data:`AUTO_REGULARIZATION` whose path
+    score is not pinned near its maximum (thesis 2.8.3), judged from path scores alone."""
+    if kwargs.get("features", "pixel") != "pixel":
+        raise ValueError("regularization='auto' applies to pixel masks only")
+    kwargs.pop("regularization", None)
+    cfg = config or AblationPathConfig()
+    tried: dict[str, float] = {}
+    result = None
+    for blur in AUTO_REGULARIZATION:
+        result = explain(model, image, target, config=cfg.replace(regularization=blur), **kwargs)
+        tried[str(blur)] = result.path_score
+        if not result.pinned:
+            break
+    assert result is not None
+    result.info["regularization_auto"] = {
+        "chosen": result.info["config"]["regularization"],
+        "tried": tried,
+        "all_pinned": result.pinned,
+    }
+    return result
 
 
 def _as_batch(inputs: Tensor) -> Tensor:

@@ -27,7 +27,12 @@ __all__ = [
     "evaluate_masks",
     "saturate",
     "pinch",
+    "AUTO_REGULARIZATION",
 ]
+
+#: Candidate blurs for ``regularization="auto"``, weak to strong, as fractions of the image side
+#: (0.01 ~ 2.2 px and 0.09 ~ 20 px at 224 px, spanning the thesis's sweep of 1-10 px and more).
+AUTO_REGULARIZATION: tuple[float, ...] = (0.005, 0.01, 0.02, 0.03, 0.045, 0.065, 0.09)
 
 
 @dataclass
@@ -46,6 +51,10 @@ class AblationPathConfig:
         regularization: Gaussian regularisation blur (eq. 2.24) as a fraction of the image's
             longer side, so one value serves every resolution (0.03 = 6.7 px at 224 px, the
             thesis's best of about 7 px). Converted to mask pixels internally; 0 disables it.
+            ``"auto"`` (in :func:`ablation_paths.explain`) tries :data:`AUTO_REGULARIZATION`
+            from weak to strong and keeps the first path whose score is not pinned near its
+            maximum (thesis 2.8.3: pinned scores reveal adversarial masks); it costs one
+            optimisation per candidate tried.
         saturation: artificial saturation strength ``zeta_sat`` (eq. 2.26); 0 disables it.
         saturation_ramp: iterations over which ``zeta_sat`` ramps up linearly from 0 (2.8.5C).
         pinch: pinching strength ``zeta_pinch`` for the straddling pair (eq. 2.29).
@@ -60,7 +69,7 @@ class AblationPathConfig:
     n_steps: int = 16
     mask_size: int | None = None
     step_size: float = 1.0
-    regularization: float = 0.03
+    regularization: float | str = 0.03
     saturation: float = 1.5
     saturation_ramp: int = 3
     pinch: float = 0.5
@@ -79,9 +88,15 @@ class AblationPathConfig:
         for name in ("step_size",):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("regularization", "saturation", "pinch"):
+        if isinstance(self.regularization, str) and self.regularization != "auto":
+            raise ValueError(
+                f"regularization must be a number or 'auto', got {self.regularization!r}"
+            )
+        for name in ("saturation", "pinch"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not isinstance(self.regularization, str) and not self.regularization >= 0:
+            raise ValueError(f"regularization must be >= 0, got {self.regularization}")
         if not 0 < self.stop_saturation <= 1:
             raise ValueError(f"stop_saturation must be in (0, 1], got {self.stop_saturation}")
         if self.max_iterations < 0 or self.min_iterations < 0:
@@ -319,4 +334,6 @@ def optimize_paths(
 
 def regularization_sigma(config: AblationPathConfig, mask_shape: tuple[int, ...]) -> float:
     """The regularisation blur in mask pixels for pixel masks of ``mask_shape``."""
-    return config.regularization * max(mask_shape)
+    if isinstance(config.regularization, str):
+        raise ValueError("regularization='auto' must be resolved by explain() first")
+    return float(config.regularization) * max(mask_shape)
