@@ -33,7 +33,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 # Mean/std of the training scenes per RGB channel (inputs are in [0, 1]).
 _MEAN = (0.45, 0.42, 0.39)
 _STD = (0.26, 0.25, 0.26)
-_STRIDE8_END = 9  # index in DemoCNN.features after the last stride-8 block
+_MID_END = 9  # index in DemoCNN.features after the last stride-4 block
 _NAME_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
@@ -47,16 +47,16 @@ def _block(c_in: int, c_out: int, kernel: int, stride: int) -> list[nn.Module]:
 
 
 class DemoCNN(nn.Module):
-    """A small CNN classifier: patchify stem, conv-bn-relu blocks, global pooling, linear.
+    """A small CNN classifier: seven conv-bn-relu blocks, global pooling, linear.
 
     The head sees the concatenation of global average and global max pooling of the last
     feature map (max pooling makes a small, localised object easy to detect; average pooling
     keeps gradients spread over the image).
 
-    Input ``[B, 3, H, W]`` RGB in ``[0, 1]`` (``H, W`` multiples of 32 work best; trained at
+    Input ``[B, 3, H, W]`` RGB in ``[0, 1]`` (``H, W`` multiples of 16 work best; trained at
     128x128); the per-channel normalisation happens inside the model. Output: logits
-    ``[B, num_classes]``. About 0.3 M parameters and 12 M multiply-adds per 128x128 image at
-    ``width=32``; receptive field 172 px. Built for speed on CPU.
+    ``[B, num_classes]``. About 0.3 M parameters and 45 M multiply-adds per 128x128 image at
+    ``width=32``; receptive field 87 px; last feature map ``H/16 x W/16``.
 
     Args:
         num_classes: number of output classes.
@@ -78,23 +78,26 @@ class DemoCNN(nn.Module):
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1))
         c = self.width
         self.features = nn.Sequential(
-            *_block(3, c // 2, 4, 4),  # H/4
-            *_block(c // 2, c, 3, 2),  # H/8
+            *_block(3, c // 2, 3, 2),  # H/2
+            *_block(c // 2, c, 3, 2),  # H/4
             *_block(c, c, 3, 1),
-            *_block(c, 2 * c, 3, 2),  # H/16
+            *_block(c, 2 * c, 3, 2),  # H/8
             *_block(2 * c, 2 * c, 3, 1),
-            *_block(2 * c, 4 * c, 3, 2),  # H/32
+            *_block(2 * c, 4 * c, 3, 2),  # H/16
             *_block(4 * c, 4 * c, 3, 1),
         )
         self.head = nn.Linear(8 * c, self.num_classes)
 
     def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Feature maps ``([B, width, H/8, W/8], [B, 4 width, H/32, W/32])`` of ``x``."""
+        """Feature maps ``([B, width, H/4, W/4], [B, 4 width, H/16, W/16])`` of ``x``.
+
+        The second one is what the head pools (e.g. the layer for Grad-CAM).
+        """
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"DemoCNN expects [B, 3, H, W] images, got {tuple(x.shape)}")
         x = (x - self.mean) / self.std
-        f8 = self.features[:_STRIDE8_END](x)
-        return f8, self.features[_STRIDE8_END:](f8)
+        mid = self.features[:_MID_END](x)
+        return mid, self.features[_MID_END:](mid)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``[B, num_classes]`` of images ``[B, 3, H, W]`` in ``[0, 1]``."""
