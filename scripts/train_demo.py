@@ -145,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    command = "python scripts/train_demo.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = (
+        f"python scripts/train_demo.py {shlex.join(sys.argv[1:] if argv is None else argv)}".strip()
+    )
     t0 = time.time()
     x_tr, bg_tr, m_tr, y_tr = generate(args.n_train, args.seed, args.size, "train", args.cache)
     x_te, _, _, y_te = generate(args.n_test, args.seed, args.size, "test", args.cache)

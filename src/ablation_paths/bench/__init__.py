@@ -1,0 +1,1 @@
+"""Benchmarks: datasets with known ground truth, comparison methods and metrics."""
