@@ -29,11 +29,13 @@ def test_registry_lists_all_families() -> None:
         "ap-contrastive",
         "ap-straddle",
         "ap-sift",
+        "ap-sift-win",
         "ig",
         "saliency",
         "gradcam",
         "occlusion",
         "rise",
+        "sift-rise",
         "extremal",
         "centre",
         "random",
@@ -73,6 +75,32 @@ def test_ablation_path_methods_share_cached_path() -> None:
     assert a.seconds == b.seconds  # the windowed twin reuses the optimised path
     assert "path_score" in a.info and 0.0 <= a.info["path_score"] <= 1.0
     assert not torch.allclose(a.heatmap, b.heatmap)
+
+
+def test_ap_sift_runs_over_sift_features_and_points_at_the_evidence() -> None:
+    model = load_toy_model()
+    s = load_toy_dataset(1, seed=5, size=48)[0]  # 32 px toys have a single SIFT feature
+    a = compute("ap-sift", model, s.image, s.label)
+    b = compute("ap-sift-win", model, s.image, s.label)
+    assert a.heatmap.shape == (48, 48)
+    assert a.seconds == b.seconds  # the windowed twin reuses the SIFT path
+    assert 0.0 < a.info["path_score"] <= 1.0
+    assert pointing_game(a.heatmap, s.mask) == 1.0
+
+
+def test_sift_rise_method(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ablation_paths.bench import methods
+
+    monkeypatch.setattr(methods, "SIFT_RISE_SAMPLES", 200)
+    model = load_toy_model()
+    s = load_toy_dataset(1, seed=5, size=48)[0]
+    a = compute("sift-rise", model, s.image, s.label)
+    b = compute("sift-rise", model, s.image, s.label)
+    assert a.heatmap.shape == (48, 48)
+    assert torch.equal(a.heatmap, b.heatmap)  # seeded
+    assert a.info["n_features"] > 1
+    assert float(a.heatmap.min()) >= 0 and float(a.heatmap.max()) <= 1  # mean probabilities
+    assert pointing_game(a.heatmap, s.mask) == 1.0
 
 
 def test_rise_masks_properties() -> None:

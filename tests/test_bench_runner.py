@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from ablation_paths.bench.cli import main
 from ablation_paths.bench.runner import (
@@ -58,6 +59,27 @@ def test_run_writes_every_pair_once_and_resumes(tmp_path: Path) -> None:
     seen.clear()
     run_benchmark(cfg, progress=seen.append)
     assert seen == []
+
+
+def test_failed_sanity_rerun_keeps_the_heatmap_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ablation_paths.bench import methods
+
+    calls = []
+
+    def flaky(model: torch.nn.Module, image: torch.Tensor, target: int) -> torch.Tensor:
+        calls.append(model)
+        if len(calls) > 1:  # the rerun on the randomised model
+            raise ValueError("zero gradient")
+        return image.mean(0)
+
+    spec = methods.MethodSpec("flaky", flaky, "test", "fails on the randomised model")
+    monkeypatch.setitem(methods._REGISTRY, "flaky", spec)
+    path = run_benchmark(BenchConfig(dataset="toy", methods=["flaky"], n=1, out=tmp_path))
+    (rec,) = load_results(path)
+    assert "error" not in rec and "pointing" in rec
+    assert "sanity_spearman" not in rec and "zero gradient" in rec["sanity_error"]
 
 
 def test_unknown_method_and_dataset_are_clear_errors(tmp_path: Path) -> None:

@@ -18,7 +18,8 @@ __all__ = ["add_bench_parser", "build_parser", "main", "run_bench"]
 
 DEFAULT_METHODS = (
     "ap-retain,ap-retain-win,ap-dissipate,ap-dissipate-win,ap-contrastive,ap-contrastive-win,"
-    "ap-straddle,ap-straddle-win,ig,saliency,gradcam,occlusion,rise,extremal,centre,random"
+    "ap-straddle,ap-straddle-win,ap-sift,ap-sift-win,ig,saliency,gradcam,occlusion,rise,"
+    "sift-rise,extremal,centre,random"
 )
 
 
@@ -27,7 +28,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--methods",
         default=DEFAULT_METHODS,
-        help="comma-separated method names, or 'list' to print them (default: all but ap-sift)",
+        help="comma-separated method names, or 'list' to print them (default: all)",
     )
     p.add_argument("--n", type=int, default=200, help="number of test images (default 200)")
     p.add_argument("--out", type=Path, required=True, help="output directory (resumable)")

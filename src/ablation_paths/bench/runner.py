@@ -216,12 +216,15 @@ class Worker:
             if obj is not None and bool(obj.any()):
                 rec["mass_on_object"] = mass_inside(h, obj)
                 rec["pointing_object"] = pointing_game(h, obj, tol)
-            if cfg.sanity_n < 0 or index < cfg.sanity_n:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    hr = methods_mod.compute(method, self._randomised(), image, label).heatmap
-                rec["sanity_spearman"] = rank_correlation(h, hr)
             rec["info"] = exp.info
+            if cfg.sanity_n < 0 or index < cfg.sanity_n:
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        hr = methods_mod.compute(method, self._randomised(), image, label).heatmap
+                    rec["sanity_spearman"] = rank_correlation(h, hr)
+                except Exception as err:  # noqa: BLE001 - the heatmap itself is still valid
+                    rec["sanity_error"] = f"{type(err).__name__}: {err}"
         except Exception as err:  # noqa: BLE001 - recorded so one failure does not stop a run
             rec["error"] = f"{type(err).__name__}: {err}"
         rec["host"] = self.host

@@ -22,6 +22,7 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("pointing_strict", "pointing (0 px)", "higher"),
     ("mass_inside", "mass inside", "higher"),
     ("mass_on_object", "mass on decoy object", "lower"),
+    ("pointing_object", "points at decoy", "lower"),
     ("deletion_auc", "deletion AUC", "lower"),
     ("insertion_auc", "insertion AUC", "higher"),
     ("sanity_spearman", "sanity rank corr.", "lower"),
