@@ -86,6 +86,10 @@ def main() -> None:
     report(_load(path), blurs, args)
 
 
+def _blur(rec: dict) -> float:
+    return float(rec["blur"])
+
+
 def _load(path: Path) -> list[dict]:
     return [r for r in load_results(path) if "blur" in r] if path.exists() else []
 
@@ -111,6 +115,20 @@ def report(records: list[dict], blurs: list[float], args: argparse.Namespace) ->
             f"{bootstrap_ci([r['pointing'] for r in rs]).format(2)} | "
             f"{bootstrap_ci([r['pointing_win'] for r in rs]).format(2)} |"
         )
+    # per image (what ``regularization="auto"`` in explain() does): the weakest unpinned blur
+    per_image = []
+    for i in sorted({r["index"] for r in records}):
+        rs = sorted((r for r in records if r["index"] == i and r["blur"] in blurs), key=_blur)
+        if rs:
+            per_image.append(next((r for r in rs if not r["pinned"]), rs[-1]))
+    chosen = sorted({r["blur"] for r in per_image})
+    lines.append(
+        f"| per image: weakest unpinned ({', '.join(f'{b:g}' for b in chosen)}) | "
+        f"{bootstrap_ci([r['path_score'] for r in per_image]).format()} | "
+        f"{pinned_fraction([r['path_score'] for r in per_image], args.score):.0%} | "
+        f"{bootstrap_ci([r['pointing'] for r in per_image]).format(2)} | "
+        f"{bootstrap_ci([r['pointing_win'] for r in per_image]).format(2)} |"
+    )
     lines += ["", f'`regularisation="auto"` picks {auto:g}; best pointing game at {best:g}.']
     (args.out / "regularisation.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
