@@ -236,3 +236,12 @@ def test_auto_regularization_all_pinned_falls_back_to_strongest(tiny_image):
     auto = r.info["regularization_auto"]
     assert len(auto["tried"]) == len(AUTO_REGULARIZATION) and auto["all_pinned"]
     assert auto["chosen"] == AUTO_REGULARIZATION[-1]
+
+
+def test_error_model_returning_nan(tiny_image):
+    class NaNModel(nn.Module):
+        def forward(self, x):
+            return x.mean(dim=(2, 3)) * float("nan")
+
+    with pytest.raises(ValueError, match="NaN or infinite logits"):
+        ap.explain(NaNModel().eval(), tiny_image, **FAST)

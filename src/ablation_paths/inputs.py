@@ -115,6 +115,8 @@ class ClassifierFn:
                 f"model must return logits of shape [batch, classes]; for a batch of "
                 f"{images.shape[0]} images it returned shape {tuple(out.shape)}"
             )
+        if not bool(torch.isfinite(out).all()):
+            raise ValueError("model returned NaN or infinite logits")
         if self.n_classes is None:
             self.n_classes = int(out.shape[1])
         return out

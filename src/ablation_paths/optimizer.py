@@ -293,6 +293,8 @@ def optimize_paths(
             else:
                 flat = flat - (flat @ w_flat).unsqueeze(2)
             norm = flat.abs().amax(dim=(1, 2), keepdim=True)
+            if not bool(torch.isfinite(norm).all()):
+                raise ValueError("the score's gradient contains NaN or infinite values")
             if it == 0 and bool((norm == 0).all()):
                 raise ValueError(
                     "the score's gradient is exactly zero on the affine start path: the model's "
@@ -308,7 +310,10 @@ def optimize_paths(
             if n_p == 2 and cfg.pinch > 0:
                 new = torch.stack([new[0], pinch(new[0], new[1], cfg.pinch)])
             paths = torch.stack(
-                [project(p, weights, monotonize_method=cfg.monotonize) for p in new]
+                [
+                    project(p, weights, monotonize_method=cfg.monotonize, check_finite=False)
+                    for p in new
+                ]
             )
             sat = sum(saturation(p, weights) for p in paths) / n_p
             iterations = it + 1
