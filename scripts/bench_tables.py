@@ -33,9 +33,15 @@ BASELINES = ("centre", "random")
 
 #: metrics compared pairwise, per dataset: (key, higher is better)
 PAIRED = {
-    "localisation": [("pointing", True), ("mass_inside", True), ("deletion_auc", False)],
+    "localisation": [
+        ("pointing", True),
+        ("pointing_strict", True),
+        ("mass_inside", True),
+        ("deletion_auc", False),
+    ],
     "planted_bias": [
         ("pointing", True),
+        ("pointing_strict", True),
         ("mass_inside", True),
         ("mass_on_object", False),
         ("deletion_auc", False),
@@ -109,6 +115,13 @@ def dataset_page(name: str, folder: Path, n: int, methods: list[str], out: Path)
             + ".",
             "",
         ]
+    first = {int(r["index"]): r for r in recs if "predicted" in r}
+    correct = sum(int(r["predicted"]) == int(r["label"]) for r in first.values())
+    lines += [
+        f"The classifier gets {correct} of these {len(first)} images right; the target is always "
+        "the true label.",
+        "",
+    ]
     pt = path_table(summary)
     if pt:
         lines += ["Ablation-path diagnostics:", "", pt, ""]
