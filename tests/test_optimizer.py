@@ -122,3 +122,13 @@ def test_retaining_path_improves_on_affine(tiny_model, tiny_image):
 
     assert score_of(res.paths[0]) > score_of(affine_path(8, (8, 8)))
     assert math.isfinite(res.history[0]["path_score"])
+
+
+def test_single_feature_path_is_stationary_not_an_error(tiny_model, tiny_image):
+    # one mask pixel: the axioms fix the path completely (phi(t) = t), so nothing can move
+    space = PixelMaskSpace(tiny_image, torch.zeros_like(tiny_image), (1, 1))
+    res = optimize_paths(
+        ClassifierFn(tiny_model), space, 0, "retain", AblationPathConfig(n_steps=4)
+    )
+    assert res.stopped == "stationary" and not res.converged and res.iterations == 0
+    torch.testing.assert_close(res.paths[0], affine_path(4, (1, 1)))

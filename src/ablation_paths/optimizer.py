@@ -134,7 +134,7 @@ class OptimizationResult:
     paths: Tensor  # [P, T, *mask_shape], valid ablation paths
     iterations: int
     converged: bool
-    stopped: str  # "saturated", "max_iterations" or "interrupted"
+    stopped: str  # "saturated", "max_iterations", "stationary" or "interrupted"
     history: list[dict[str, float]] = field(default_factory=list)
     classifier_seconds: float = 0.0
     other_seconds: float = 0.0
@@ -295,11 +295,16 @@ def optimize_paths(
             norm = flat.abs().amax(dim=(1, 2), keepdim=True)
             if not bool(torch.isfinite(norm).all()):
                 raise ValueError("the score's gradient contains NaN or infinite values")
-            if it == 0 and bool((norm == 0).all()):
-                raise ValueError(
-                    "the score's gradient is exactly zero on the affine start path: the model's "
-                    "output does not change between the image and the baseline"
-                )
+            if bool((norm == 0).all()):
+                if it == 0 and bool((g == 0).all()):
+                    raise ValueError(
+                        "the score's gradient is exactly zero on the affine start path: the "
+                        "model's output does not change between the image and the baseline"
+                    )
+                # No mass-preserving direction left (e.g. a single feature, whose only
+                # constant-speed path is the affine one): the path is stationary.
+                stopped = "stationary"
+                break
             step = flat * (cfg.step_size / torch.where(norm > 0, norm, 1.0))
             new = (paths.reshape(n_p, t_count, -1) + step).reshape(paths.shape)
             new = space.regularize(new.reshape(n_p * t_count, *space.mask_shape))
