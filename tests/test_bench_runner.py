@@ -193,3 +193,20 @@ def test_explain_auto_stops_at_first_unpinned() -> None:
     assert auto["chosen"] in (0.0, 0.05, 0.2)
     tried = list(auto["tried"].values())
     assert all(t > 0.98 for t in tried[:-1])
+
+
+def test_resume_refuses_results_with_other_settings(tmp_path: Path) -> None:
+    cfg = BenchConfig(dataset="toy", methods=["centre"], n=1, out=tmp_path, sanity_n=0)
+    run_benchmark(cfg)
+    changed = BenchConfig(
+        dataset="toy",
+        methods=["centre"],
+        n=2,
+        out=tmp_path,
+        sanity_n=0,
+        ap_options={"regularization": 0.05},
+    )
+    with pytest.raises(ValueError, match="other settings"):
+        run_benchmark(changed)
+    run_benchmark(BenchConfig(dataset="toy", methods=["centre"], n=2, out=tmp_path, sanity_n=0))
+    assert len(load_results(tmp_path / "results.jsonl")) == 2

@@ -13,6 +13,7 @@ as one unit of work so the path is optimised once.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -106,6 +107,30 @@ class BenchConfig:
         return d
 
 
+def settings_fingerprint(config: BenchConfig) -> str:
+    """Short hash of every setting that changes a record's numbers: the full ablation-path
+    configuration (defaults included, so a change of the engine's defaults shows), the extremal
+    options, the metrics' tolerance and steps, and the package version."""
+    from ablation_paths import __version__
+    from ablation_paths.optimizer import AblationPathConfig
+
+    known = set(asdict(AblationPathConfig()))
+    ap_config = AblationPathConfig().replace(
+        **{k: v for k, v in config.ap_options.items() if k in known}
+    )
+    payload = {
+        "version": __version__,
+        "ablation_path_config": asdict(ap_config),
+        "other_ap_options": {k: v for k, v in config.ap_options.items() if k not in known},
+        "extremal_options": config.extremal_options,
+        "tolerance": config.tolerance,
+        "auc_steps": config.auc_steps,
+        "sanity_layers": config.sanity_layers,
+    }
+    blob = json.dumps(payload, sort_keys=True, default=str).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
 # ----------------------------------------------------------------------------- datasets
 
 
@@ -193,6 +218,7 @@ class Worker:
             "method": method,
             "name": getattr(sample, "name", str(index)),
             "label": label,
+            "settings": settings_fingerprint(cfg),
         }
         try:
             with torch.no_grad():
@@ -292,14 +318,26 @@ def run_benchmark(
     """Run (or resume) a benchmark; returns the results file.
 
     Pairs already in ``config.out / results.jsonl`` for the same dataset and seed are skipped.
+    Every record carries :func:`settings_fingerprint`; a results file written with other
+    settings (another ablation-path configuration, including changed engine defaults) is
+    refused rather than silently mixed.
     ``progress`` is called with each new record.
     """
     path = config.out / RESULTS_FILE
-    done = {
-        (int(r["index"]), str(r["method"]))
+    mine = [
+        r
         for r in load_results(path)
         if r.get("dataset") == config.dataset and r.get("seed") == config.seed
-    }
+    ]
+    current = settings_fingerprint(config)
+    stale = {str(r.get("settings", "unknown")) for r in mine} - {current}
+    if stale:
+        raise ValueError(
+            f"{path} holds results computed with other settings ({', '.join(sorted(stale))}; "
+            f"now {current}): resuming would mix them in one table. Use a new --out, or "
+            f"delete the file to start again"
+        )
+    done = {(int(r["index"]), str(r["method"])) for r in mine}
     units = _pending(config, done)
     config.out.mkdir(parents=True, exist_ok=True)
     (config.out / "config.json").write_text(json.dumps(config.to_json(), indent=2))
