@@ -19,6 +19,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ablation_paths.optimizer import AUTO_REGULARIZATION
+
 __all__ = [
     "DEFAULT_CANDIDATES",
     "explain_auto",
@@ -28,9 +30,9 @@ __all__ = [
     "select_auto",
 ]
 
-#: Candidate blurs as a fraction of the image side (the engine's ``regularization`` unit):
-#: 0.01 ~ 2.2 px and 0.05 ~ 11 px at 224 px, spanning the thesis's sweep of 1-10 px.
-DEFAULT_CANDIDATES: tuple[float, ...] = (0.005, 0.01, 0.02, 0.03, 0.045, 0.065, 0.09)
+#: Candidate blurs as a fraction of the image side: the engine's list for
+#: ``regularization="auto"`` (one source of truth).
+DEFAULT_CANDIDATES: tuple[float, ...] = AUTO_REGULARIZATION
 
 
 def score_maximum(score: str) -> float:
