@@ -1,6 +1,7 @@
 import torch
 
-from ablation_paths.mask_spaces import PixelMaskSpace, gaussian_blur
+from ablation_paths.filters import gaussian_blur
+from ablation_paths.mask_spaces import PixelMaskSpace
 
 
 def test_pixel_mask_space_ends():
@@ -20,7 +21,7 @@ def test_gaussian_blur_preserves_constant_and_mass():
 
 
 def test_fft_blur_matches_direct_blur():
-    from ablation_paths.mask_spaces import gaussian_blur_fft
+    from ablation_paths.filters import gaussian_blur_fft
 
     img = torch.rand(3, 40, 30, dtype=torch.float64)
     sigmas = torch.tensor([1.5, 4.0, 13.0, 100.0])

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ablation_paths.filters import gaussian_blur, gaussian_blur_fft
 from ablation_paths.inputs import ClassifierFn, check_image, load_image
-from ablation_paths.mask_spaces import gaussian_blur, gaussian_blur_fft
 
 __all__ = ["Baseline", "blurred_baseline", "constant_baseline", "make_baseline"]
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from scipy import stats
 from torch import Tensor, nn
 
-from ablation_paths.mask_spaces import gaussian_blur
+from ablation_paths.filters import gaussian_blur
 
 __all__ = [
     "AblationCurves",

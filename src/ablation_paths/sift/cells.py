@@ -21,7 +21,8 @@ import scipy.sparse as sp
 import torch
 from scipy.spatial import cKDTree
 
-from ablation_paths.sift.scale_space import gaussian_matrix, level_coords
+from ablation_paths.filters import gaussian_matrix
+from ablation_paths.sift.scale_space import level_coords
 
 __all__ = ["assign_cells", "blur_cells", "hard_cells", "sparsify"]
 

@@ -32,14 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ablation_paths.filters import gaussian_blur as blur
+
 __all__ = [
     "Layer",
     "Level",
     "ScaleSpace",
     "blur",
-    "fold_index",
-    "gaussian_kernel1d",
-    "gaussian_matrix",
     "level_coords",
     "make_grid",
     "reconstruct",
@@ -157,64 +156,6 @@ def make_grid(
         idx = tuple(i for i, lv in enumerate(raw_levels) if lv == k)
         levels.append(Level(factor=f, size=(max(1, h // f), max(1, w // f)), layers=idx))
     return layers, levels
-
-
-def fold_index(idx: Tensor, n: int) -> Tensor:
-    """Map any integer indices onto ``[0, n)`` by half-sample symmetric reflection
-    (``... b a | a b c d | d c ...``), periodic with ``2n``; works for arbitrarily far indices."""
-    m = torch.remainder(idx, 2 * n)
-    return torch.where(m >= n, 2 * n - 1 - m, m)
-
-
-def gaussian_kernel1d(
-    sigma: float, truncate: float = 4.0, dtype: torch.dtype = torch.float64, device=None
-) -> Tensor:
-    """Normalised sampled Gaussian ``[2r + 1]`` with ``r = ceil(truncate * sigma)``."""
-    radius = max(1, int(math.ceil(truncate * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    return k / k.sum()
-
-
-def gaussian_matrix(
-    n: int, sigma: float, truncate: float = 4.0, dtype: torch.dtype = torch.float64, device=None
-) -> Tensor:
-    """Dense ``[n, n]`` matrix of the 1-D Gaussian blur with half-sample symmetric boundaries.
-
-    Row ``i`` holds the weights of output sample ``i``; the kernel taps falling outside ``[0, n)``
-    are folded back with :func:`fold_index`, so every row sums to 1 exactly (up to rounding).
-    ``sigma <= 0`` gives the identity.
-    """
-    if sigma <= 0:
-        return torch.eye(n, dtype=dtype, device=device)
-    k = gaussian_kernel1d(sigma, truncate, dtype=dtype, device=device)
-    r = (k.numel() - 1) // 2
-    rows = torch.arange(n, device=device).repeat_interleave(2 * r + 1)
-    cols = fold_index(
-        (torch.arange(n, device=device)[:, None] + torch.arange(-r, r + 1, device=device)).ravel(),
-        n,
-    )
-    mat = torch.zeros(n, n, dtype=dtype, device=device)
-    mat.index_put_((rows, cols), k.repeat(n), accumulate=True)
-    return mat
-
-
-def blur(images: Tensor, sigma: float | tuple[float, float], truncate: float = 4.0) -> Tensor:
-    """Separable Gaussian blur of ``[..., H, W]`` with half-sample symmetric boundaries.
-
-    ``sigma`` in pixels (a pair means ``(sigma_y, sigma_x)``); the kernel is truncated at
-    ``truncate * sigma`` and renormalised, and the boundary folding keeps every output a convex
-    combination of inputs, so constants are preserved exactly. Any sigma works, also one larger than
-    the image. Keeps dtype and device.
-    """
-    sy, sx = (sigma, sigma) if isinstance(sigma, int | float) else sigma
-    h, w = int(images.shape[-2]), int(images.shape[-1])
-    out = images
-    if sx > 0:
-        out = out @ gaussian_matrix(w, float(sx), truncate, images.dtype, images.device).T
-    if sy > 0:
-        out = gaussian_matrix(h, float(sy), truncate, images.dtype, images.device) @ out
-    return out
 
 
 def resample(images: Tensor, size: tuple[int, int]) -> Tensor:
