@@ -245,3 +245,35 @@ def test_error_model_returning_nan(tiny_image):
 
     with pytest.raises(ValueError, match="NaN or infinite logits"):
         ap.explain(NaNModel().eval(), tiny_image, **FAST)
+
+
+def test_result_warnings_name_each_problem():
+    from dataclasses import replace
+
+    from ablation_paths.diagnostics import UnreliableResultWarning, result_warnings
+    from ablation_paths.result import AblationPathResult
+
+    probs = torch.tensor([[0.9, 0.1], [0.5, 0.5], [0.2, 0.8]])
+    base = AblationPathResult(
+        path=torch.full((1, 2, 2), 0.5),
+        times=torch.tensor([0.5]),
+        target=0,
+        score="retain",
+        probs=probs,
+        path_score=0.5,
+        saturation=0.9,
+        iterations=3,
+        converged=True,
+        stopped="saturated",
+        heatmaps={},
+        image=torch.zeros(3, 2, 2),
+        baseline_image=torch.zeros(3, 2, 2),
+    )
+    assert result_warnings(base) == []
+    msgs = [m for _, m in result_warnings(replace(base, target=1))]
+    assert len(msgs) == 1 and "not the predicted class" in msgs[0]
+    low = replace(base, probs=torch.tensor([[0.995, 0.005], [0.5, 0.5], [0.2, 0.8]]), target=1)
+    assert "probability 0.005" in result_warnings(low)[0][1]
+    unsat = result_warnings(replace(base, converged=False, saturation=0.4))
+    assert [c for c, _ in unsat] == [UnreliableResultWarning] and "did not saturate" in unsat[0][1]
+    assert "pinned" in result_warnings(replace(base, path_score=0.99))[0][1]

@@ -10,6 +10,7 @@ The public surface::
 """
 
 from ablation_paths.api import AblationPath, explain, explain_func
+from ablation_paths.diagnostics import AblationPathWarning
 from ablation_paths.mask_spaces import MaskSpace, PixelMaskSpace
 from ablation_paths.optimizer import AblationPathConfig
 from ablation_paths.paths import check_axioms, monotonize, project, saturation
@@ -21,6 +22,7 @@ __all__ = [
     "AblationPath",
     "AblationPathConfig",
     "AblationPathResult",
+    "AblationPathWarning",
     "MaskSpace",
     "PixelMaskSpace",
     "check_axioms",

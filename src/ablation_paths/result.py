@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ablation_paths.reductions import boundary_window, class_transition_index, natural_reduction
+from ablation_paths.scores import max_score
 
 __all__ = ["AblationPathResult", "load"]
 
@@ -96,8 +97,7 @@ class AblationPathResult:
     def pinned(self) -> bool:
         """Path score pinned near its maximum: a sign of adversarial, under-regularised paths
         (thesis 2.8.3)."""
-        top = 2.0 if self.score in ("contrastive", "straddle") else 1.0
-        return self.path_score > top - 0.02
+        return self.path_score > max_score(self.score) - 0.02
 
     @property
     def default_reduction(self) -> str:

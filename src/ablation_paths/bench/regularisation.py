@@ -20,13 +20,13 @@ from typing import Any
 from torch import Tensor, nn
 
 from ablation_paths.optimizer import AUTO_REGULARIZATION
+from ablation_paths.scores import max_score
 
 __all__ = [
     "DEFAULT_CANDIDATES",
     "explain_auto",
     "is_pinned",
     "pinned_fraction",
-    "score_maximum",
     "select_auto",
 ]
 
@@ -35,14 +35,9 @@ __all__ = [
 DEFAULT_CANDIDATES: tuple[float, ...] = AUTO_REGULARIZATION
 
 
-def score_maximum(score: str) -> float:
-    """Largest attainable path score: 2 for ``contrastive``/``straddle`` (two terms), else 1."""
-    return 2.0 if score in ("contrastive", "straddle") else 1.0
-
-
 def is_pinned(path_score: float, score: str = "dissipate", margin: float = 0.02) -> bool:
     """``True`` when ``path_score`` is within ``margin`` of its maximum (thesis 2.8.3)."""
-    return path_score > score_maximum(score) - margin
+    return path_score > max_score(score) - margin
 
 
 def pinned_fraction(
