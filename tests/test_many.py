@@ -1,0 +1,233 @@
+"""Many images: inputs, unique names, atomic per-image folders, resume, interrupts, Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import ablation_paths
+from ablation_paths.many import (
+    DONE_FILE,
+    ImageItem,
+    collect_images,
+    explain_many,
+    is_done,
+    unique_names,
+)
+
+FAST = {"max_iterations": 3, "n_steps": 4}
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16, 3),
+    ).eval()
+
+
+def _images(n: int, seed: int = 0) -> list[tuple[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [(f"img{i}", torch.rand(3, 24, 24, generator=g)) for i in range(n)]
+
+
+def _png(path: Path, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+# ----------------------------------------------------------------------------- inputs
+def test_unique_names_sanitise_and_suffix_in_order() -> None:
+    assert unique_names(["a b", "a b", "A_B", "x/../y", ""]) == [
+        "a_b",
+        "a_b~2",
+        "A_B~3",
+        "x_.._y",
+        "image",
+    ]
+    # stable: the same inputs give the same names
+    assert unique_names(["c", "c", "c"]) == unique_names(["c", "c", "c"]) == ["c", "c~2", "c~3"]
+
+
+def test_collect_folder_glob_and_list(tmp_path: Path) -> None:
+    _png(tmp_path / "pics" / "cat.png", 0)
+    _png(tmp_path / "pics" / "sub" / "cat.png", 1)
+    _png(tmp_path / "pics" / "dog.jpg", 2)
+    (tmp_path / "pics" / "notes.txt").write_text("not an image")
+    items = collect_images(tmp_path / "pics")
+    assert [it.name for it in items] == ["cat", "dog", "cat~2"]  # sorted paths
+    assert items[2].source is not None and items[2].source.endswith(str(Path("sub", "cat.png")))
+
+    globbed = collect_images(str(tmp_path / "pics" / "*.png"))
+    assert [it.name for it in globbed] == ["cat"]
+
+    lst = tmp_path / "list.txt"
+    lst.write_text("# comment\npics/dog.jpg\t2\n\npics/sub/cat.png\tcat\n")
+    listed = collect_images(lst)
+    assert [(it.name, it.target) for it in listed] == [("dog", 2), ("cat", "cat")]
+
+    mixed = collect_images([str(tmp_path / "pics" / "dog.jpg"), ("x", torch.rand(3, 8, 8), 1)])
+    assert [(it.name, it.target) for it in mixed] == [("dog", None), ("x", 1)]
+
+
+def test_collect_errors(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no image files"):
+        collect_images(tmp_path / "empty")
+    with pytest.raises(ValueError, match="no image files match"):
+        collect_images(str(tmp_path / "*.png"))
+    with pytest.raises(FileNotFoundError, match="not an image file"):
+        collect_images(tmp_path / "missing")
+    (tmp_path / "bad.txt").write_text("nope.png\n")
+    with pytest.raises(FileNotFoundError, match=r"bad.txt:1"):
+        collect_images(tmp_path / "bad.txt")
+    with pytest.raises(TypeError, match="cannot use a dict"):
+        collect_images([{"image": 1}])
+    with pytest.raises(ValueError, match="no images"):
+        collect_images([])
+
+
+# ----------------------------------------------------------------------------- local runs
+def test_explain_many_writes_folders_gallery_and_resumes(tmp_path: Path) -> None:
+    model = _net()
+    images = _images(3)
+    seen: list[str] = []
+    run = explain_many(
+        model,
+        images,
+        out=tmp_path,
+        class_names=["a", "b", "c"],
+        progress=False,
+        on_result=lambda name, res: seen.append(name),
+        **FAST,
+    )
+    assert run.complete and run.done == ["img0", "img1", "img2"] and seen == run.done
+    for name in run.names:
+        folder = tmp_path / name
+        for f in ("path.npz", "report.html", "summary.json", "thumb.png", DONE_FILE):
+            assert (folder / f).is_file(), f
+        rec = json.loads((folder / DONE_FILE).read_text())
+        res = ablation_paths.load(folder / "path.npz")
+        assert rec["path_score"] == pytest.approx(res.path_score)
+        assert rec["target"] == res.target and rec["name"] == name
+    assert not (tmp_path / ".partial").exists()
+    assert run.gallery == tmp_path / "index.html" and run.gallery.is_file()
+    mtimes = {n: (tmp_path / n / "path.npz").stat().st_mtime_ns for n in run.names}
+
+    # resume: nothing recomputed, nothing rewritten
+    seen.clear()
+    again = explain_many(
+        model, images, out=tmp_path, class_names=["a", "b", "c"], progress=False,
+        on_result=lambda name, res: seen.append(name), **FAST,
+    )  # fmt: skip
+    assert again.skipped == run.names and again.done == [] and seen == []
+    assert mtimes == {n: (tmp_path / n / "path.npz").stat().st_mtime_ns for n in run.names}
+
+    # other settings: refused rather than mixed
+    with pytest.raises(ValueError, match="other settings"):
+        explain_many(model, images, out=tmp_path, progress=False, max_iterations=2, n_steps=4)
+    # unless asked to recompute
+    redo = explain_many(
+        model, images[:1], out=tmp_path, progress=False, resume=False, max_iterations=2, n_steps=4
+    )
+    assert redo.done == ["img0"]
+
+
+def test_unfinished_folder_is_recomputed_and_bad_images_fail_alone(tmp_path: Path) -> None:
+    model = _net()
+    (tmp_path / "out" / "img0").mkdir(parents=True)
+    (tmp_path / "out" / "img0" / "path.npz").write_bytes(b"torn")  # a kill before done.json
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    items = [*_images(2), str(bad)]
+    run = explain_many(model, items, out=tmp_path / "out", progress=False, **FAST)
+    assert run.done == ["img0", "img1"] and list(run.failed) == ["broken"]
+    assert "cannot read" in run.failed["broken"]
+    assert is_done(tmp_path / "out" / "img0") and not is_done(tmp_path / "out" / "broken")
+    ablation_paths.load(tmp_path / "out" / "img0" / "path.npz")  # the torn file was replaced
+    assert not run.complete
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_interrupt_keeps_finished_images(tmp_path: Path, how: str) -> None:
+    model = _net()
+    images = _images(4)
+
+    def stop_after_two(name: str, res: object) -> None:
+        if name == "img1":
+            if how == "ctrl-c":
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    run = explain_many(
+        model, images, out=tmp_path, progress=False, on_result=stop_after_two, **FAST
+    )
+    assert signal.getsignal(signal.SIGTERM) == before  # handler restored
+    assert run.interrupted and run.done == ["img0", "img1"]
+    assert [is_done(tmp_path / n) for n in run.names] == [True, True, False, False]
+    assert (tmp_path / "index.html").is_file()  # gallery of what finished
+
+    seen: list[str] = []
+    rest = explain_many(
+        model, images, out=tmp_path, progress=False,
+        on_result=lambda n, r: seen.append(n), **FAST,
+    )  # fmt: skip
+    assert rest.skipped == ["img0", "img1"] and seen == ["img2", "img3"] and rest.complete
+
+
+def test_settings_must_be_valid(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="unknown option"):
+        explain_many(_net(), _images(1), out=tmp_path, progress=False, bogus=1)
+    with pytest.raises(ValueError, match="engine"):
+        explain_many(_net(), _images(1), out=tmp_path, progress=False, engine="spark")
+    with pytest.raises(ValueError, match="training mode"):
+        explain_many(_net().train(), _images(1), out=tmp_path, progress=False)
+
+
+def test_item_targets_win(tmp_path: Path) -> None:
+    items = [ImageItem("a", _images(1)[0][1], target=2), ("b", _images(1, 1)[0][1], 1)]
+    run = explain_many(_net(), items, out=tmp_path, target=0, progress=False, **FAST)
+    targets = [json.loads((tmp_path / n / DONE_FILE).read_text())["target"] for n in run.names]
+    assert targets == [2, 1]
+
+
+# ----------------------------------------------------------------------------- Ray
+def test_ray_engine_same_outputs_as_local(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    model = _net()
+    images = _images(3)
+    _png(tmp_path / "file.png", 5)
+    inputs = [*images, str(tmp_path / "file.png")]  # a file travels as bytes
+    local = explain_many(model, inputs, out=tmp_path / "local", progress=False, **FAST)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = explain_many(
+            model, inputs, out=tmp_path / "ray", engine="ray", workers=2, progress=False, **FAST
+        )
+        again = explain_many(
+            model, inputs, out=tmp_path / "ray", engine="ray", workers=2, progress=False, **FAST
+        )
+    finally:
+        ray.shutdown()
+    assert remote.complete and sorted(remote.done) == sorted(local.done) == sorted(local.names)
+    assert again.skipped == remote.names and again.done == []
+    for name in local.names:
+        a = ablation_paths.load(tmp_path / "local" / name / "path.npz")
+        b = ablation_paths.load(tmp_path / "ray" / name / "path.npz")
+        assert torch.equal(a.path, b.path) and torch.equal(a.probs, b.probs)
+        assert a.target == b.target and a.path_score == b.path_score
+        assert json.loads((tmp_path / "ray" / name / DONE_FILE).read_text())["engine"] == "ray"
