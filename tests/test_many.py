@@ -231,3 +231,93 @@ def test_ray_engine_same_outputs_as_local(tmp_path: Path) -> None:
         assert torch.equal(a.path, b.path) and torch.equal(a.probs, b.probs)
         assert a.target == b.target and a.path_score == b.path_score
         assert json.loads((tmp_path / "ray" / name / DONE_FILE).read_text())["engine"] == "ray"
+
+
+# ----------------------------------------------------------------------------- command line
+MODULE = """
+import torch
+from torch import nn
+
+def make():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+        nn.Linear(16, 3),
+    )
+"""
+CLI_FAST = ["--n-steps", "4", "--max-iterations", "2", "--mask-size", "8", "--quiet"]
+
+
+@pytest.fixture
+def many_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import sys
+
+    (tmp_path / "many_model_mod.py").write_text(MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "many_model_mod:make"
+    sys.modules.pop("many_model_mod", None)
+
+
+def test_cli_folder_glob_list_and_audit(
+    tmp_path: Path, many_model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ablation_paths.cli import main
+
+    for i in range(3):
+        _png(tmp_path / "pics" / f"p{i}.png", i)
+    out = tmp_path / "out"
+    args = ["explain", str(tmp_path / "pics"), "--model", many_model, "--out", str(out)]
+    assert main([*args, *CLI_FAST]) == 0
+    assert "3 explained, 0 already done, 0 failed of 3 images" in capsys.readouterr().out
+    assert all(is_done(out / f"p{i}") for i in range(3)) and (out / "index.html").is_file()
+    assert main([*args, *CLI_FAST]) == 0
+    assert "0 explained, 3 already done" in capsys.readouterr().out
+
+    lst = tmp_path / "list.txt"
+    lst.write_text("pics/p0.png\t1\npics/p2.png\n")
+    assert main(["explain", str(lst), "--model", many_model, "--out", str(tmp_path / "l"),
+                 *CLI_FAST]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "l" / "p0" / DONE_FILE).read_text())["target"] == 1
+    assert sorted(p.name for p in (tmp_path / "l").iterdir()) == ["index.html", "p0", "p2"]
+    pattern = str(tmp_path / "pics" / "p[01].png")
+    assert main(["explain", pattern, "--model", many_model, "--out", str(tmp_path / "g"),
+                 *CLI_FAST]) == 0  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["index.html", "p0", "p1"]
+    capsys.readouterr()
+
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((20, 20), 255, np.uint8)).save(masks / f"p{i}.png")
+    code = main(["audit", str(out), "--masks", str(masks), "--min-images", "2", "--quiet"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "all classes: 3 images" in printed and "100% inside objects" in printed
+    assert (out / "audit.html").is_file() and (out / "audit.json").is_file()
+    assert main(["audit", str(tmp_path / "nothing")]) == 2  # a clear error
+
+
+def test_load_weights_state_dict_and_safetensors(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from ablation_paths.cli_many import load_weights
+
+    src = _net()
+    with torch.no_grad():
+        for p in src.parameters():
+            p.add_(1.0)
+    torch.save(src.state_dict(), tmp_path / "w.pt")
+    torch.save({"state_dict": {f"module.{k}": v for k, v in src.state_dict().items()}},
+               tmp_path / "ckpt.pth")  # fmt: skip
+    save_file(src.state_dict(), str(tmp_path / "w.safetensors"))
+    for f in ("w.pt", "ckpt.pth", "w.safetensors"):
+        dst = load_weights(_net(), tmp_path / f)
+        pairs = zip(src.state_dict().values(), dst.state_dict().values(), strict=True)
+        assert all(torch.equal(a, b) for a, b in pairs)
+    torch.save(src, tmp_path / "whole.pt")  # a pickled module, not a state dict
+    with pytest.raises(ValueError, match="weights_only=True"):
+        load_weights(_net(), tmp_path / "whole.pt")
+    torch.save(nn.Linear(2, 2).state_dict(), tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="do not fit"):
+        load_weights(_net(), tmp_path / "other.pt")
+    with pytest.raises(FileNotFoundError):
+        load_weights(_net(), tmp_path / "missing.pt")

@@ -15,6 +15,7 @@ import torch
 
 from ablation_paths.api import FEATURES, explain
 from ablation_paths.bench.cli import add_bench_parser
+from ablation_paths.cli_many import add_audit_parser, add_many_arguments, run_many, wants_many
 from ablation_paths.models import imagenet_normalize, load_model_spec
 from ablation_paths.optimizer import AblationPathConfig
 from ablation_paths.plotting import plot_heatmaps, plot_path_strip
@@ -67,6 +68,8 @@ def _demo_inputs() -> list[tuple[str, Any, int | None]]:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    if wants_many(args):  # a folder, glob, LIST.txt or --engine ray
+        return run_many(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_model_spec(args.model, device=device)
     class_names = loaded.class_names
@@ -177,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     ex.add_argument("--quiet", action="store_true", help="no progress bar")
     _config_args(ex)
+    add_many_arguments(ex)
     ex.set_defaults(func=cmd_explain)
 
     vw = sub.add_parser("view", help="write the HTML path browser for a saved result")
@@ -186,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     vw.set_defaults(func=cmd_view)
 
     add_bench_parser(sub)
+    add_audit_parser(sub)
     return parser
 
 

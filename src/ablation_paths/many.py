@@ -207,8 +207,8 @@ def collect_images(images: Any) -> list[ImageItem]:
         rows.extend(_from_string(images))
     else:
         for i, obj in enumerate(images):
-            if isinstance(obj, (str, os.PathLike)) and not Path(obj).is_file():
-                rows.extend(_from_string(obj))  # a folder or glob inside a list
+            if isinstance(obj, (str, os.PathLike)) and not _is_image_file(Path(obj)):
+                rows.extend(_from_string(obj))  # a folder, glob or list file inside a list
             else:
                 rows.append(_from_object(obj, i))
     if not rows:

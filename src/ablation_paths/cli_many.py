@@ -1,0 +1,253 @@
+"""Command-line layer for many images and the dataset audit.
+
+* ``ablation-paths explain DIR|GLOB|LIST.txt ... [--engine ray [--address ADDR]]`` runs
+  :func:`ablation_paths.many.explain_many` (``cmd_explain`` hands over when
+  :func:`wants_many` says so);
+* ``ablation-paths audit RESULTS_DIR [--boxes FILE | --masks DIR]`` runs
+  :func:`ablation_paths.audit.audit_folder` and writes ``audit.html`` and ``audit.json``.
+
+Also :func:`load_weights`, to load a state dict (``torch.load(weights_only=True)``) or a
+safetensors file into a model, e.g. inside a ``package.module:callable`` model factory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "add_audit_parser",
+    "add_many_arguments",
+    "cmd_audit",
+    "load_weights",
+    "run_many",
+    "wants_many",
+]
+
+
+def load_weights(
+    model: nn.Module, file: str | os.PathLike[str], *, strict: bool = True
+) -> nn.Module:
+    """Load the weights in ``file`` into ``model`` and return it.
+
+    ``.safetensors`` files are read with :mod:`safetensors`; anything else with
+    ``torch.load(file, map_location="cpu", weights_only=True)`` (no arbitrary code runs). A
+    checkpoint dict holding the weights under ``"state_dict"`` or ``"model"`` is unwrapped, and a
+    ``"module."`` prefix (``DataParallel``) is dropped.
+    """
+    path = Path(file)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        state: Any = load_file(str(path), device="cpu")
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # pickle errors of foreign files come in many types
+            raise ValueError(
+                f"cannot load {path} as a state dict with weights_only=True "
+                f"({type(exc).__name__}: {exc}); save weights with "
+                f"torch.save(model.state_dict(), file)"
+            ) from exc
+    if isinstance(state, dict):
+        for key in ("state_dict", "model"):
+            if key in state and isinstance(state[key], dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=strict)
+    except RuntimeError as exc:
+        raise ValueError(f"the weights in {path} do not fit the model: {exc}") from exc
+    return model
+
+
+# ----------------------------------------------------------------------------- explain
+def add_many_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the many-images options to the ``explain`` parser."""
+    g = parser.add_argument_group(
+        "many images",
+        "Give a folder, a quoted glob ('photos/*.jpg') or a LIST.txt (one path per line, "
+        "optionally a tab and a target) as IMAGE: one folder per image under --out, a gallery "
+        "OUT/index.html, and a rerun skips finished images.",
+    )
+    g.add_argument(
+        "--engine", choices=("local", "ray"), default="local", help="where to compute (ray: Ray)"
+    )
+    g.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+    g.add_argument("--workers", type=int, help="Ray actors (default: one per GPU, else per CPU)")
+    g.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="skip images already done (--no-resume recomputes them)",
+    )
+    g.add_argument(
+        "--gallery",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write OUT/index.html",
+    )
+
+
+def wants_many(args: argparse.Namespace) -> bool:
+    """``explain`` goes to many-images mode for a folder, a glob, a ``.txt`` list or the Ray
+    engine."""
+    if getattr(args, "engine", "local") == "ray":
+        return True
+    for spec in getattr(args, "images", None) or []:
+        p = Path(spec)
+        if (
+            p.is_dir()
+            or p.suffix.lower() == ".txt"
+            or (not p.exists() and any(c in spec for c in "*?["))
+        ):
+            return True
+    return False
+
+
+def _parse_target(value: str | None) -> int | str | None:
+    if value is None:
+        return None
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def run_many(args: argparse.Namespace) -> int:
+    """``explain`` over many images; exit status 0, 1 (some images failed) or 130
+    (interrupted; finished images are kept)."""
+    from ablation_paths.many import explain_many
+    from ablation_paths.models import imagenet_normalize, load_model_spec
+    from ablation_paths.optimizer import AblationPathConfig
+
+    if not args.images:
+        raise ValueError("give a folder, a glob, a LIST.txt or image files")
+    engine = args.engine
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    # the Ray driver keeps the model on the CPU; each actor moves it to its own device
+    loaded = load_model_spec(args.model, device="cpu" if engine == "ray" else device)
+    class_names = loaded.class_names
+    if args.class_names:
+        text = Path(args.class_names).read_text(encoding="utf-8")
+        class_names = [line.strip() for line in text.splitlines() if line.strip()]
+    transform = imagenet_normalize if args.normalize == "imagenet" else loaded.transform
+    size = args.size if args.size is not None else loaded.image_size
+    options = {
+        f.name: getattr(args, f.name)
+        for f in fields(AblationPathConfig)
+        if getattr(args, f.name, None) is not None
+    }
+    run = explain_many(
+        loaded.model,
+        args.images,
+        out=args.out,
+        target=_parse_target(args.target),
+        score=args.score,
+        baseline=args.baseline,
+        features=args.features,
+        transform=transform,
+        class_names=class_names,
+        image_size=size,
+        device=args.device if engine == "ray" else device,
+        resume=args.resume,
+        engine=engine,
+        address=args.address,
+        workers=args.workers,
+        progress=not args.quiet,
+        gallery=args.gallery,
+        **options,
+    )
+    for name, error in run.failed.items():
+        print(f"  {name}: failed: {error}", file=sys.stderr)
+    where = run.gallery if run.gallery is not None else run.out
+    print(
+        f"{len(run.done)} explained, {len(run.skipped)} already done, {len(run.failed)} failed "
+        f"of {len(run.names)} images in {run.seconds:.1f}s ({engine}) -> {where}"
+    )
+    if run.interrupted:
+        print("interrupted: finished images are kept; rerun to continue", file=sys.stderr)
+        return 130
+    return 1 if run.failed else 0
+
+
+# ----------------------------------------------------------------------------- audit
+def add_audit_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register ``ablation-paths audit``."""
+    from ablation_paths.audit import AuditConfig
+    from ablation_paths.reductions import REDUCTIONS
+
+    d = AuditConfig()
+    au = sub.add_parser(
+        "audit",
+        help="audit a folder of results: per-class mean heatmaps, path curves and flags",
+        description="Per explained class: the mean heatmap, the mean path curve, the evidence "
+        "inside given boxes or masks, and flags for evidence that concentrates on the same "
+        "places across images or lies outside the objects. Writes audit.html and audit.json.",
+    )
+    au.add_argument("results", metavar="RESULTS_DIR", help="folder with path.npz results")
+    g = au.add_mutually_exclusive_group()
+    g.add_argument("--boxes", metavar="FILE", help="COCO-style JSON with the objects' boxes")
+    g.add_argument("--masks", metavar="DIR", help="folder of NAME.png object masks")
+    au.add_argument("--out", help="where to write audit.html / audit.json (default: RESULTS_DIR)")
+    au.add_argument(
+        "--evidence-fraction",
+        type=float,
+        default=d.evidence_fraction,
+        help=f"top fraction of each heatmap taken as evidence (default {d.evidence_fraction})",
+    )
+    au.add_argument(
+        "--colocation-threshold",
+        type=float,
+        default=d.colocation_threshold,
+        help=f"flag 'same place' from this co-location (default {d.colocation_threshold})",
+    )
+    au.add_argument(
+        "--inside-threshold",
+        type=float,
+        default=d.inside_threshold,
+        help=f"flag 'outside the objects' below this fraction (default {d.inside_threshold})",
+    )
+    au.add_argument(
+        "--min-images", type=int, default=d.min_images, help="fewest images of a class to flag"
+    )
+    au.add_argument("--reduction", choices=REDUCTIONS, help="heatmap (default: the natural one)")
+    au.add_argument("--quiet", action="store_true", help="no progress bar")
+    au.add_argument(
+        "--fail-on-flag", action="store_true", help="exit with status 3 when anything is flagged"
+    )
+    au.set_defaults(func=cmd_audit)
+    return au
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from ablation_paths.audit import AuditConfig, audit_folder, write_audit
+
+    config = AuditConfig(
+        evidence_fraction=args.evidence_fraction,
+        colocation_threshold=args.colocation_threshold,
+        inside_threshold=args.inside_threshold,
+        min_images=args.min_images,
+        reduction=args.reduction,
+    )
+    audit = audit_folder(
+        args.results, boxes=args.boxes, masks=args.masks, config=config, progress=not args.quiet
+    )
+    files = write_audit(audit, args.out or args.results)
+    for c in [audit.overall, *audit.classes]:
+        inside = "" if c.inside is None else f", {100 * c.inside:.0f}% inside objects"
+        print(f"{c.name}: {c.n} images, co-location {c.colocation:.2f}{inside}")
+        for flag in c.flags:
+            print(f"  FLAG {flag}")
+    print(f"-> {files['html']} and {files['json']}")
+    return 3 if args.fail_on_flag and audit.flagged else 0
