@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -58,10 +59,11 @@ def rows(dataset: str, audit: AuditResult, boxes: bool) -> list[str]:
     out = []
     for c in [audit.overall, *audit.classes]:
         inside = "-" if c.inside is None else f"{c.inside:.2f}"
+        p = "-" if math.isnan(c.colocation_p) else f"{c.colocation_p:.3f}"
         flags = "; ".join(f.split(":")[0] for f in c.flags) or "none"
         out.append(
             f"| `{dataset}` | {'yes' if boxes else 'no'} | {c.name} | {c.n} | "
-            f"{c.colocation:.2f} | {inside} | {flags} |"
+            f"{c.colocation:.2f} | {p} | {inside} | {flags} |"
         )
     return out
 
@@ -77,9 +79,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     names = {"planted_bias": list(PLANTED_BIAS_CLASSES), "localisation": list(CLASS_NAMES)}
     table = [
-        "| dataset | boxes given | class | images | co-location (x chance) | evidence inside "
-        "objects | flags |",
-        "|---|---|---|---|---|---|---|",
+        "| dataset | boxes given | class | images | co-location (x chance) | shift-test p "
+        "| evidence inside objects | flags |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for dataset in ("planted_bias", "localisation"):
         samples = load_dataset(dataset, args.n, seed=args.seed, split="test")

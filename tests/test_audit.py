@@ -257,3 +257,19 @@ def test_planted_bias_flagged_localisation_not() -> None:
     assert a.overall.colocation > 4 and a.overall.inside is not None and a.overall.inside < 0.2
     assert b.overall.flags == [] and all(c.flags == [] for c in b.classes)
     assert b.overall.colocation < 3 and b.overall.inside is not None and b.overall.inside > 0.6
+
+
+@pytest.mark.slow
+def test_own_model_tutorial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the Python blocks of docs/own-model.md in order, as a reader would."""
+    doc = Path(__file__).resolve().parents[1] / "docs" / "own-model.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(encoding="utf-8"), re.S)
+    assert len(blocks) >= 5
+    monkeypatch.chdir(tmp_path)
+    torch.set_num_threads(1)
+    namespace: dict[str, object] = {"__name__": "tutorial"}
+    for block in blocks:
+        exec(compile(block, str(doc), "exec"), namespace)
+    assert (tmp_path / "runs" / "photos" / "index.html").is_file()
+    assert (tmp_path / "runs" / "photos" / "audit.html").is_file()
+    assert (tmp_path / "one" / "report.html").is_file()

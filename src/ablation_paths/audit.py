@@ -291,8 +291,7 @@ class ClassAudit:
         mean_evidence: ``[grid, grid]`` mean evidence density (mass 1).
         curve_t / curve_mean / curve_std: mean and spread of the target probability along ``t``.
         colocation: see the module docstring; ``image_colocation`` per image;
-            ``colocation_p`` its shift-test p-value (NaN when not computed: below the
-            threshold or too few images).
+            ``colocation_p`` its shift-test p-value (NaN below ``min_images`` images).
         inside: mean fraction of evidence inside the objects (``None``: none supplied);
             ``inside_images``: how many images had objects; ``object_area``: their mean area
             fraction (the chance level of ``inside``).
@@ -451,9 +450,9 @@ def _summarise(label: int, name: str, items: list[_Image], cfg: AuditConfig) -> 
     ev = ev / ev.sum(dim=(-2, -1), keepdim=True)
     dens = smoothed(ev, cfg.location_sigma)
     coloc, each = colocation(dens)
-    big = len(items) >= cfg.min_images and math.isfinite(coloc)
-    big = big and coloc >= cfg.colocation_threshold
-    p_value = shift_test(dens, coloc, cfg.permutations, cfg.seed) if big else math.nan
+    enough = len(items) >= cfg.min_images and math.isfinite(coloc)
+    p_value = shift_test(dens, coloc, cfg.permutations, cfg.seed) if enough else math.nan
+    big = enough and coloc >= cfg.colocation_threshold
     curves = np.stack([it.curve for it in items])
     insides = [it.inside for it in items if it.inside is not None and math.isfinite(it.inside)]
     areas = [it.area for it in items if it.area is not None]

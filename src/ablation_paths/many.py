@@ -581,9 +581,11 @@ def explain_many(
             if on_result is not None:
                 on_result(item.name, result)
         if bar is not None:
-            bar.update(1)
             if result is not None:
-                bar.set_postfix(score=f"{result.path_score:.3f}", sat=f"{result.saturation:.2f}")
+                bar.set_postfix(
+                    score=f"{result.path_score:.3f}", sat=f"{result.saturation:.2f}", refresh=False
+                )
+            bar.update(1)
 
     try:
         with _sigterm_as_interrupt():
@@ -641,8 +643,10 @@ class _Actor:
             torch.set_num_threads(threads)
         self.settings = settings
         self.host = socket.gethostname()
-        if torch.cuda.is_available() and settings.device in (None, "cuda"):
-            if isinstance(model, nn.Module):
+        if isinstance(model, nn.Module):  # Ray sets CUDA_VISIBLE_DEVICES to the actor's GPU
+            if settings.device is not None:
+                model = model.to(settings.device)
+            elif torch.cuda.is_available():
                 model = model.cuda()
         self.model = model
 
