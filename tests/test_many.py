@@ -321,3 +321,74 @@ def test_load_weights_state_dict_and_safetensors(tmp_path: Path) -> None:
         load_weights(_net(), tmp_path / "other.pt")
     with pytest.raises(FileNotFoundError):
         load_weights(_net(), tmp_path / "missing.pt")
+
+
+KILL_SCRIPT = """
+import sys, torch
+from torch import nn
+from ablation_paths.many import explain_many
+torch.manual_seed(0)
+model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+                      nn.Flatten(), nn.Linear(16, 3)).eval()
+g = torch.Generator().manual_seed(0)
+images = [(f"img{i}", torch.rand(3, 24, 24, generator=g)) for i in range(int(sys.argv[2]))]
+explain_many(model, images, out=sys.argv[1], progress=False, max_iterations=3, n_steps=4)
+"""
+
+
+def test_sigkill_loses_nothing_finished_and_resume_recomputes_nothing(tmp_path: Path) -> None:
+    """A run killed with SIGKILL (no handler runs) leaves only complete image folders; the rerun
+    computes exactly the missing images."""
+    import subprocess
+    import sys
+    import time
+
+    n = 8
+    out = tmp_path / "out"
+    script = tmp_path / "run.py"
+    script.write_text(KILL_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.Popen([sys.executable, str(script), str(out), str(n)], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len(list(out.glob(f"*/{DONE_FILE}"))) >= 2:
+                break
+            time.sleep(0.05)
+        proc.kill()
+    finally:
+        proc.wait()
+    finished = sorted(p.parent.name for p in out.glob(f"*/{DONE_FILE}"))
+    assert 2 <= len(finished) < n, finished
+    # every visible image folder is complete; leftovers live only under the hidden .partial
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == finished
+    mtimes = {}
+    for name in finished:
+        ablation_paths.load(out / name / "path.npz")
+        mtimes[name] = (out / name / "path.npz").stat().st_mtime_ns
+
+    model = _net_like_script()
+    images = _images_like_script(n)
+    seen: list[str] = []
+    rest = explain_many(
+        model, images, out=out, progress=False, max_iterations=3, n_steps=4,
+        on_result=lambda name, res: seen.append(name),
+    )  # fmt: skip
+    assert sorted(rest.skipped) == finished and sorted(seen) == sorted(
+        f"img{i}" for i in range(n) if f"img{i}" not in finished
+    )
+    assert rest.complete and not (out / ".partial").exists()
+    assert mtimes == {k: (out / k / "path.npz").stat().st_mtime_ns for k in finished}
+
+
+def _net_like_script() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+        nn.Linear(16, 3),
+    ).eval()  # fmt: skip
+
+
+def _images_like_script(n: int) -> list[tuple[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    return [(f"img{i}", torch.rand(3, 24, 24, generator=g)) for i in range(n)]
