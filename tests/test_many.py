@@ -392,3 +392,33 @@ def _net_like_script() -> nn.Module:
 def _images_like_script(n: int) -> list[tuple[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(0)
     return [(f"img{i}", torch.rand(3, 24, 24, generator=g)) for i in range(n)]
+
+
+def test_ray_actor_crash_is_restarted_and_task_retried(tmp_path: Path) -> None:
+    """A worker process dying mid-image (os._exit) is restarted and its image retried."""
+    ray = pytest.importorskip("ray")
+    flag = tmp_path / "crashed-once"
+
+    class CrashOnce(nn.Module):  # defined here: pickled by value for the Ray workers
+        def __init__(self, inner: nn.Module, flag: str) -> None:
+            super().__init__()
+            self.inner = inner
+            self.flag = flag
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if not os.path.exists(self.flag):
+                Path(self.flag).touch()
+                os._exit(1)  # the actor's process dies without a Python exception
+            return self.inner(x)
+
+    model = CrashOnce(_net(), str(flag)).eval()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        run = explain_many(
+            model, _images(3), out=tmp_path / "out", engine="ray", workers=1, progress=False,
+            max_restarts=1, max_task_retries=1, **FAST,
+        )  # fmt: skip
+    finally:
+        ray.shutdown()
+    assert flag.exists()  # it did crash
+    assert run.complete and sorted(run.done) == ["img0", "img1", "img2"] and not run.failed
