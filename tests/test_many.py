@@ -422,3 +422,14 @@ def test_ray_actor_crash_is_restarted_and_task_retried(tmp_path: Path) -> None:
         ray.shutdown()
     assert flag.exists()  # it did crash
     assert run.complete and sorted(run.done) == ["img0", "img1", "img2"] and not run.failed
+
+
+def test_output_folder_inside_the_image_folder_is_not_read_back(tmp_path: Path) -> None:
+    for i in range(2):
+        _png(tmp_path / "pics" / f"p{i}.png", i)
+    _png(tmp_path / "pics" / ".hidden" / "x.png", 9)
+    out = tmp_path / "pics" / "runs"
+    first = explain_many(_net(), tmp_path / "pics", out=out, progress=False, **FAST)
+    assert first.names == ["p0", "p1"]
+    again = explain_many(_net(), tmp_path / "pics", out=out, progress=False, **FAST)
+    assert again.names == ["p0", "p1"] and again.skipped == ["p0", "p1"]  # no thumb.png inputs

@@ -150,7 +150,12 @@ def _from_list_file(path: Path) -> list[tuple[str, Any, Any, str]]:
 def _from_string(spec: str | os.PathLike[str]) -> list[tuple[str, Any, Any, str]]:
     path = Path(spec)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if _is_image_file(p))
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if _is_image_file(p)
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
         if not files:
             raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
         return [(p.stem, p, None, str(p)) for p in files]
@@ -546,8 +551,8 @@ def explain_many(
         options=dict(options),
     )
     fingerprint = settings.fingerprint()  # also validates the option names
-    items = collect_images(images)
     out_dir = Path(out)
+    items = _outside(collect_images(images), out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     run = ManyRun(out=out_dir, names=[it.name for it in items], engine=engine)
 
@@ -609,6 +614,24 @@ def explain_many(
 
             run.gallery = write_gallery(out_dir)
     return run
+
+
+def _outside(items: list[ImageItem], out_dir: Path) -> list[ImageItem]:
+    """Drop input files that lie inside the output folder (thumbnails and figures of an earlier
+    run when ``out`` is inside the image folder)."""
+    root = out_dir.resolve()
+    kept = [
+        it
+        for it in items
+        if not (
+            isinstance(it.image, (str, os.PathLike)) and root in Path(it.image).resolve().parents
+        )
+    ]
+    if len(kept) < len(items):
+        logger.info("skipped %d image file(s) inside the output folder", len(items) - len(kept))
+    if not kept:
+        raise ValueError(f"every input image lies inside the output folder {out_dir}")
+    return kept
 
 
 Finish = Callable[[ImageItem, AblationPathResult | None, str | None], None]
