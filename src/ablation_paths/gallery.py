@@ -90,7 +90,8 @@ th[aria-sort=ascending] button::after{content:" \\25B2"}
 th[aria-sort=descending] button::after{content:" \\25BC"}
 td.num{font-variant-numeric:tabular-nums;text-align:right}
 img.thumb{width:96px;height:auto;image-rendering:auto}
-.warn{color:#a40;font-size:.9em}
+.warn{color:#a40;font-size:.9em;max-width:30em}
+summary{color:#a40;cursor:pointer}
 tr.flagged{background:#fff6ec}
 """
 
@@ -163,6 +164,8 @@ def render_gallery(entries: list[GalleryEntry], *, title: str = "ablation-paths 
         else:
             name = e(en.name)
         warn = "".join(f'<div class="warn">{e(w)}</div>' for w in en.warnings)
+        if warn:
+            warn = f"<details><summary>{len(en.warnings)}</summary>{warn}</details>"
         cells = [
             f"<td>{thumb}</td>",
             f'<td data-value="{e(en.name)}">{name}</td>',
@@ -172,7 +175,7 @@ def render_gallery(entries: list[GalleryEntry], *, title: str = "ablation-paths 
             f'<td class="num" data-value="{en.path_score!r}">{_num(en.path_score)}</td>',
             f'<td class="num" data-value="{en.saturation!r}">{_num(en.saturation)}'
             f"{'' if en.converged else ' (not saturated)'}</td>",
-            f'<td data-value="{len(en.warnings)}">{len(en.warnings)}{warn}</td>',
+            f'<td data-value="{len(en.warnings)}">{warn or "0"}</td>',
         ]
         flagged = ' class="flagged"' if en.warnings else ""
         rows.append(f'<tr{flagged} data-name="{e(en.name)}">{"".join(cells)}</tr>')
