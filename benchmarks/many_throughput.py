@@ -8,7 +8,8 @@ Three ways over the same ``--n`` planted-bias test images (128x128, the shipped
 * ``explain_many`` local: the same plus every image's outputs (``path.npz``, two PNG figures, the
   HTML report, the thumbnail, ``done.json``) and the gallery;
 * ``explain_many`` Ray: the same on a local Ray instance with ``--workers`` actors of one torch
-  thread each (Ray's start-up is timed separately, not included).
+  thread each (Ray's start-up is timed separately, not included);
+* both ``explain_many`` runs again with ``figures=False`` (no Matplotlib PNG figures).
 
 Prints a Markdown table (and the load average, since shared machines vary).
 
@@ -56,6 +57,12 @@ def main() -> None:
     assert run.complete
     rows.append(("`explain_many`, local, outputs written", run.seconds))
 
+    run = explain_many(
+        model, samples, out=out / "nofig", class_names=names, progress=False, figures=False
+    )
+    assert run.complete
+    rows.append(("`explain_many`, local, outputs without the PNG figures", run.seconds))
+
     import ray
 
     t0 = time.perf_counter()
@@ -75,6 +82,24 @@ def main() -> None:
     finally:
         ray.shutdown()
     rows.append((f"`explain_many`, Ray, {args.workers} actors, outputs written", run.seconds))
+    ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
+    try:
+        run = explain_many(
+            model,
+            samples,
+            out=out / "ray_nofig",
+            class_names=names,
+            engine="ray",
+            workers=args.workers,
+            progress=False,
+            figures=False,
+        )
+        assert run.complete
+    finally:
+        ray.shutdown()
+    rows.append(
+        (f"`explain_many`, Ray, {args.workers} actors, without the PNG figures", run.seconds)
+    )
     load_after = os.getloadavg()
 
     print(f"{args.n} images, {os.cpu_count()} CPU cores, torch {torch.__version__}, ")

@@ -198,6 +198,13 @@ def test_settings_must_be_valid(tmp_path: Path) -> None:
         explain_many(_net().train(), _images(1), out=tmp_path, progress=False)
 
 
+def test_without_figures(tmp_path: Path) -> None:
+    run = explain_many(_net(), _images(1), out=tmp_path, progress=False, figures=False, **FAST)
+    files = sorted(p.name for p in (tmp_path / run.names[0]).iterdir())
+    assert files == [DONE_FILE, "path.npz", "report.html", "summary.json", "thumb.png"]
+    assert json.loads((tmp_path / "img0" / "summary.json").read_text())["target"] >= 0
+
+
 def test_item_targets_win(tmp_path: Path) -> None:
     items = [ImageItem("a", _images(1)[0][1], target=2), ("b", _images(1, 1)[0][1], 1)]
     run = explain_many(_net(), items, out=tmp_path, target=0, progress=False, **FAST)

@@ -95,6 +95,12 @@ def add_many_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip images already done (--no-resume recomputes them)",
     )
     g.add_argument(
+        "--figures",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write each image's PNG figures (--no-figures: report and path.npz only, faster)",
+    )
+    g.add_argument(
         "--gallery",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -166,6 +172,7 @@ def run_many(args: argparse.Namespace) -> int:
         workers=args.workers,
         progress=not args.quiet,
         gallery=args.gallery,
+        figures=args.figures,
         **options,
     )
     for name, error in run.failed.items():

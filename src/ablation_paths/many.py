@@ -368,12 +368,21 @@ def _fsync_dir(path: Path) -> None:
 
 
 def write_image_outputs(
-    result: AblationPathResult, out: Path, item: ImageItem, record: dict[str, Any]
+    result: AblationPathResult,
+    out: Path,
+    item: ImageItem,
+    record: dict[str, Any],
+    figures: bool = True,
 ) -> Path:
     """Write one image's folder atomically: files into ``OUT/.partial/NAME``, ``done.json``
-    last, then one ``os.replace`` to ``OUT/NAME``. Returns the final folder."""
+    last, then one ``os.replace`` to ``OUT/NAME``. Returns the final folder.
+
+    With ``figures`` the files are those of :func:`ablation_paths.cli.write_outputs`; without,
+    the two Matplotlib PNG figures are left out (``path.npz``, ``report.html``,
+    ``summary.json``), which halves the writing time on small images."""
     from ablation_paths.cli import write_outputs
     from ablation_paths.diagnostics import result_warnings
+    from ablation_paths.report import write_report
 
     final = out / item.name
     tmp = out / _PARTIAL_DIR / f"{item.name}.{os.getpid()}"
@@ -383,7 +392,13 @@ def write_image_outputs(
     result.info["input"] = item.name
     if item.source is not None:
         result.info["source"] = item.source
-    write_outputs(result, tmp)
+    if figures:
+        write_outputs(result, tmp)
+    else:
+        result.save(tmp / "path.npz")
+        write_report(result, tmp / "report.html")
+        summary = json.dumps(result.summary(), indent=2, default=str)
+        (tmp / "summary.json").write_text(summary, encoding="utf-8")
     _thumbnail(result, tmp / "thumb.png")
     predicted = int(result.probs[0].argmax())
     record = {
@@ -505,6 +520,7 @@ def explain_many(
     max_task_retries: int = 2,
     progress: bool = True,
     gallery: bool = True,
+    figures: bool = True,
     on_result: Callable[[str, AblationPathResult], None] | None = None,
     **options: Any,
 ) -> ManyRun:
@@ -527,6 +543,8 @@ def explain_many(
         max_restarts, max_task_retries: Ray actor restarts and task retries after a crash.
         progress: show a progress bar over images.
         gallery: write ``OUT/index.html`` at the end (also after an interrupt).
+        figures: also write each image's Matplotlib figures (``heatmaps.png``, ``path.png``);
+            the report and the gallery do not need them.
         on_result: called with ``(name, result)`` after each image's folder is written.
 
     Returns:
@@ -581,7 +599,8 @@ def explain_many(
             run.failed[item.name] = error or "unknown error"
             logger.warning("%s failed: %s", item.name, error)
         else:
-            write_image_outputs(result, out_dir, item, {**record, "host": result.info.get("host")})
+            rec = {**record, "host": result.info.get("host")}
+            write_image_outputs(result, out_dir, item, rec, figures=figures)
             run.done.append(item.name)
             if on_result is not None:
                 on_result(item.name, result)
