@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ablation_paths import __version__
 from spiral_cnn.models import ARCHS, ModelConfig
 from spiral_cnn.mrc import read_stack, write_stack
 
@@ -124,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="spiral-cnn", description="Rotation-equivariant spiral CNN denoiser for cryo-EM."
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("simulate", help="simulate a particle stack with ASPIRE")
