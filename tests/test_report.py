@@ -656,3 +656,61 @@ def test_missing_browser_skips_or_fails_when_required(monkeypatch: pytest.Monkey
     monkeypatch.delenv("ABLATION_PATHS_REQUIRE_BROWSER")
     with pytest.raises(pytest.skip.Exception, match="Chromium"):
         _chromium()
+
+
+#: What the hostile page shows, read in the browser.
+_READ_HOSTILE = """() => ({
+  title: document.title,
+  heading: document.querySelector("#title").textContent,
+  label: document.querySelector("#target-label").textContent,
+  top: Array.from(document.querySelectorAll("#top-classes .cname")).map((e) => e.textContent),
+  legend: document.querySelector("ul.legend").textContent,
+  injected: document.querySelectorAll("img[src='x'], [onerror]").length,
+  scripts: document.scripts.length,
+  warningColour: getComputedStyle(document.querySelector(".warning")).backgroundColor,
+  under: Array.from(document.querySelectorAll(".overlay img.under")).map((e) => e.src),
+  target: document.querySelector("#target-img").src,
+  heatOpacity: getComputedStyle(document.querySelector(".overlay img.heat")).opacity,
+})"""
+
+
+def test_hostile_report_in_headless_chromium(hostile: AblationPathResult, tmp_path: Path) -> None:
+    """The hostile string in every position runs nothing and shows as text; the page's style
+    applies under the CSP; heatmaps lie over the target image and follow the opacity slider."""
+    exe = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    report = write_report(hostile, tmp_path / "hostile.html", title=HOSTILE)
+    problems: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, args=BROWSER_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1250, "height": 1000})
+            page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+            page.on("console", lambda msg: _note_console(msg, problems))
+            page.on("dialog", lambda dialog: _note_dialog(dialog, problems))
+            page.on("request", lambda request: _note_request(request.url, problems))
+            page.goto(report.as_uri())
+            page.wait_for_selector("body[data-ready='1']", timeout=5000)
+            shown = page.evaluate(_READ_HOSTILE)
+            assert shown["title"] == shown["heading"] == HOSTILE
+            assert shown["label"] == f"{HOSTILE}{hostile.target}"
+            assert shown["top"] and all(name.startswith(HOSTILE) for name in shown["top"])
+            assert HOSTILE in shown["legend"]
+            assert shown["injected"] == 0 and shown["scripts"] == 2
+            assert shown["warningColour"] == "rgb(255, 243, 205)"  # report.css applies
+            assert shown["under"] and all(src == shown["target"] for src in shown["under"])
+            assert float(shown["heatOpacity"]) == pytest.approx(0.65)
+            page.eval_on_selector(
+                "#heat-opacity", "(el) => { el.value = 20; el.dispatchEvent(new Event('input')); }"
+            )
+            opacity = page.evaluate(
+                "() => getComputedStyle(document.querySelector('.overlay img.heat')).opacity"
+            )
+            assert float(opacity) == pytest.approx(0.2)
+            assert page.text_content("#heat-opacity-value") == "0.20"
+            page.evaluate("() => document.querySelector('h2:nth-of-type(2)').scrollIntoView()")
+            page.screenshot(path=str(_artifact_dir() / "report_heatmaps.png"))
+        finally:
+            browser.close()
+    assert problems == []

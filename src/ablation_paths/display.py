@@ -150,7 +150,9 @@ def format_value(value: Any, digits: int = 4) -> str:
         return f"{value:.{digits}g}" if math.isfinite(value) else str(value)
     if isinstance(value, Mapping):
         return "; ".join(
-            f"{setting_label(str(k))}: {format_value(v, digits)}" for k, v in value.items()
+            f"{setting_label(str(k))}: {format_value(v, digits)}"
+            for k, v in value.items()
+            if v is not None and v != ""
         )
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(format_value(v, digits) for v in value) + "]"
