@@ -51,3 +51,24 @@ def test_playwright_only_in_dev() -> None:
     with_playwright = [k for k, deps in extras.items() if any("playwright" in d for d in deps)]
     assert with_playwright == ["dev"]
     assert "ray" not in " ".join(extras["bench"])
+
+
+def test_library_code_does_not_print() -> None:
+    """Only the command-line modules write to the terminal; the library logs or warns."""
+    import ast
+
+    offenders = []
+    for path in sorted((REPO / "src").rglob("*.py")):
+        if path.name == "cli.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                func = node.func
+                if isinstance(func, ast.Name) and func.id == "print":
+                    offenders.append(f"{path.relative_to(REPO)}:{node.lineno} print()")
+                elif isinstance(func, ast.Attribute) and ast.unparse(func) in (
+                    "sys.stdout.write",
+                    "sys.stderr.write",
+                ):
+                    offenders.append(f"{path.relative_to(REPO)}:{node.lineno} {ast.unparse(func)}")
+    assert offenders == []

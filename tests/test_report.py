@@ -27,6 +27,7 @@ import ablation_paths
 from ablation_paths.diagnostics import result_warnings
 from ablation_paths.report import TOP_OTHERS, _pixel_frames, render_report, write_report
 from ablation_paths.result import AblationPathResult
+from ablation_paths.templates import template_text
 
 EVIL = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 NAMES = ["cat", EVIL, "dog & <b>co</b>", "fox", "owl"]
@@ -671,7 +672,18 @@ _READ_HOSTILE = """() => ({
   under: Array.from(document.querySelectorAll(".overlay img.under")).map((e) => e.src),
   target: document.querySelector("#target-img").src,
   heatOpacity: getComputedStyle(document.querySelector(".overlay img.heat")).opacity,
+  cssRules: document.styleSheets[0].cssRules.length,
 })"""
+
+
+def _css_rule_count(css: str) -> int:
+    """Top-level rules of a style sheet (comments removed): what a browser keeps when every
+    rule parses."""
+    text, depth, rules = re.sub(r"/\*.*?\*/", "", css, flags=re.S), 0, 0
+    for char in text:
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        rules += char == "}" and depth == 0
+    return rules
 
 
 def test_hostile_report_in_headless_chromium(hostile: AblationPathResult, tmp_path: Path) -> None:
@@ -699,6 +711,8 @@ def test_hostile_report_in_headless_chromium(hostile: AblationPathResult, tmp_pa
             assert HOSTILE in shown["legend"]
             assert shown["injected"] == 0 and shown["scripts"] == 2
             assert shown["warningColour"] == "rgb(255, 243, 205)"  # report.css applies
+            css = template_text("report.css")
+            assert shown["cssRules"] == _css_rule_count(css) > 40  # Chromium parsed every rule
             assert shown["under"] and all(src == shown["target"] for src in shown["under"])
             assert float(shown["heatOpacity"]) == pytest.approx(0.65)
             page.eval_on_selector(
