@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 
-from ablation_paths import __version__
 from ablation_paths.api import FEATURES, explain
 from ablation_paths.bench.cli import add_bench_parser
 from ablation_paths.models import imagenet_normalize, load_model_spec
@@ -151,7 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ablation-paths",
         description="Explain image classifiers with optimised ablation paths.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     ex = sub.add_parser("explain", help="explain images (default: the built-in demo)")
@@ -188,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     vw.set_defaults(func=cmd_view)
 
     add_bench_parser(sub)
+    from ablation_paths import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
 

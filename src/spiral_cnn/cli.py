@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 
-from ablation_paths import __version__
 from spiral_cnn.models import ARCHS, ModelConfig
 from spiral_cnn.mrc import read_stack, write_stack
 
@@ -125,7 +124,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="spiral-cnn", description="Rotation-equivariant spiral CNN denoiser for cryo-EM."
     )
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("simulate", help="simulate a particle stack with ASPIRE")
@@ -178,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--eq-angles", type=int, default=4)
     e.add_argument("--device", default="cpu")
     e.set_defaults(func=cmd_evaluate)
+    from ablation_paths import __version__
+
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
 
