@@ -229,7 +229,8 @@ def test_non_finite_values_render(straddle: AblationPathResult) -> None:
     assert data["paths"][0]["probs"][2][data["classes"].index(0)] is None
 
 
-HOSTILE = "<img src=x onerror=alert(1)>\"'&"
+#: Markup, both quotes, an ampersand and template placeholders: all must stay literal text.
+HOSTILE = "<img src=x onerror=alert(1)>\"'&${title}$data"
 
 
 @pytest.fixture(scope="module")
