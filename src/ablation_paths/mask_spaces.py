@@ -199,7 +199,7 @@ def feature_options(name: str, options: Mapping[str, Any] | None) -> dict[str, A
         warnings.warn(
             f"{name} features take no feature_options; ignored: {', '.join(sorted(given))}",
             IgnoredOptionWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
         return {}
     check_known(given, factory.options, f"feature option for {name} features")

@@ -166,13 +166,17 @@ def prepare_input(
     """Stage 1: wrap the model, read the image onto the compute device, resolve the target."""
     start = time.perf_counter()
     classifier = ClassifierFn(model, request.transform)
-    if request.image_size is not None and isinstance(image, (Tensor, np.ndarray)):
+    img = load_image(image, size=request.image_size)
+    size = request.image_size
+    hw = (size, size) if isinstance(size, int) else size
+    given = isinstance(image, (Tensor, np.ndarray))  # used as they are, never resized
+    if hw is not None and given and tuple(img.shape[-2:]) != tuple(hw):
         warnings.warn(
-            "image_size resizes files and PIL images only; this tensor/array is used as given",
+            f"image_size={size} resizes files and PIL images only; this "
+            f"{tuple(img.shape[-2:])} tensor/array is used as given",
             IgnoredOptionWarning,
             stacklevel=4,
         )
-    img = load_image(image, size=request.image_size)
     dev = torch.device(request.device) if request.device is not None else None
     dev = dev or model_device(model) or img.device
     img = (img if torch.is_floating_point(img) else img.float()).to(dev)
