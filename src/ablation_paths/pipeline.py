@@ -56,14 +56,7 @@ from ablation_paths.optimizer import (
 from ablation_paths.paths import path_times, saturation
 from ablation_paths.reductions import average, class_transition, contrastive_average, influence
 from ablation_paths.result import AblationPathResult
-from ablation_paths.scores import (
-    PINNED_MARGIN,
-    is_pinned,
-    n_paths,
-    orientation,
-    score_terms,
-    score_value,
-)
+from ablation_paths.scores import n_paths, orientation, score_terms, score_value
 
 __all__ = [
     "ExplainRequest",
@@ -87,9 +80,8 @@ Warning = tuple[type[AblationPathWarning], str]
 @dataclass(frozen=True)
 class ExplainRequest:
     """What :func:`ablation_paths.explain` was asked for, besides model, image and target
-    (see its docstring). ``auto_candidates`` / ``auto_margin``: the blurs tried by
-    ``regularization="auto"``, weak to strong, and the distance from the score's maximum that
-    counts as pinned."""
+    (see its docstring). ``auto_candidates``: the blurs tried by ``regularization="auto"``,
+    weak to strong."""
 
     score: str = "retain"
     baseline: Any = "blur"
@@ -103,7 +95,6 @@ class ExplainRequest:
     progress: bool = False
     keep_frames: bool = True
     auto_candidates: tuple[float, ...] = AUTO_REGULARIZATION
-    auto_margin: float = PINNED_MARGIN
 
 
 @dataclass
@@ -372,7 +363,8 @@ def auto_regularize(
     prepared: Prepared, baseline: Baseline, request: ExplainRequest, options: Mapping[str, Any]
 ) -> tuple[AblationPathResult, list[Warning]]:
     """``regularization="auto"``: the weakest blur of ``request.auto_candidates`` whose path
-    score is not pinned near its maximum (thesis 2.8.3), judged from path scores alone.
+    is not pinned (:attr:`AblationPathResult.pinned`, thesis 2.8.3), so no ground truth is
+    needed.
 
     Returns the result, with ``info["regularization_auto"] = {"chosen", "tried", "all_pinned"}``,
     and the warnings to add: when every candidate is pinned, the strongest blur's result comes
@@ -385,7 +377,7 @@ def auto_regularize(
         attempt = dataclasses.replace(request, config=request.config.replace(regularization=blur))
         result = explain_once(prepared, baseline, attempt, options)
         tried[str(blur)] = result.path_score
-        pinned = is_pinned(result.path_score, request.score, request.auto_margin)
+        pinned = result.pinned
         if not pinned:
             break
     result.info["regularization_auto"] = {"chosen": blur, "tried": tried, "all_pinned": pinned}

@@ -29,8 +29,6 @@ __all__ = [
     "score_terms",
     "n_paths",
     "max_score",
-    "PINNED_MARGIN",
-    "is_pinned",
     "score_value",
     "orientation",
 ]
@@ -74,16 +72,6 @@ def n_paths(score: str) -> int:
 def max_score(score: str) -> float:
     """The largest value a score can take: one per term (each term lies in ``[0, 1]``)."""
     return float(len(score_terms(score)))
-
-
-#: A path score within this distance of :func:`max_score` counts as pinned (thesis 2.8.3).
-PINNED_MARGIN = 0.02
-
-
-def is_pinned(path_score: float, score: str, margin: float = PINNED_MARGIN) -> bool:
-    """``True`` when ``path_score`` lies within ``margin`` of the score's maximum: a sign of
-    adversarial, under-regularised masks (thesis 2.8.3)."""
-    return path_score > max_score(score) - margin
 
 
 def orientation(score: str) -> str:

@@ -6,11 +6,12 @@ Scores pinned near the maximum reveal under-regularised, adversarial masks. So t
 choice is *the smallest blur whose path scores are not pinned* -- no ground truth needed -- and
 one should not go much stronger, since stronger blur only loses precision (2.8.3, Fig. 2.10).
 
-* :func:`is_pinned` -- the pinned test for one score (:mod:`ablation_paths.scores`).
+* :func:`is_pinned` -- the pinned test on a score alone (for sweeps; a result's own test,
+  :attr:`~ablation_paths.AblationPathResult.pinned`, also sees the probabilities at its ends).
 * :func:`select_auto` -- the choice over a sweep, from path scores alone (pure function).
 * :func:`explain_auto` -- per-image version: the engine's ``regularization="auto"`` (try
   candidate blurs from weak to strong, return the first path that is not pinned) with a
-  configurable candidate list and margin.
+  configurable candidate list.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ablation_paths.optimizer import AUTO_REGULARIZATION, AblationPathConfig
 from ablation_paths.options import check_known
 from ablation_paths.pipeline import ExplainRequest, run
 from ablation_paths.result import AblationPathResult
-from ablation_paths.scores import PINNED_MARGIN, is_pinned
+from ablation_paths.scores import max_score
 
 __all__ = [
     "DEFAULT_CANDIDATES",
@@ -40,11 +41,19 @@ __all__ = [
 DEFAULT_CANDIDATES: tuple[float, ...] = AUTO_REGULARIZATION
 
 
+#: A path score within this distance of :func:`~ablation_paths.scores.max_score` is pinned.
+PINNED_MARGIN = 0.02
+
+
+def is_pinned(path_score: float, score: str = "dissipate", margin: float = PINNED_MARGIN) -> bool:
+    """``True`` when ``path_score`` is within ``margin`` of its maximum (thesis 2.8.3)."""
+    return path_score > max_score(score) - margin
+
+
 def pinned_fraction(
     scores: Sequence[float], score: str = "dissipate", margin: float = PINNED_MARGIN
 ) -> float:
-    """Fraction of ``scores`` that are pinned (:func:`ablation_paths.scores.is_pinned`);
-    ``nan``-free input expected, ``0`` when empty."""
+    """Fraction of ``scores`` that are pinned; ``nan``-free input expected, ``0`` when empty."""
     if not scores:
         return 0.0
     return sum(is_pinned(s, score, margin) for s in scores) / len(scores)
@@ -85,12 +94,11 @@ def explain_auto(
     *,
     score: str = "dissipate",
     candidates: Sequence[float] = DEFAULT_CANDIDATES,
-    margin: float = PINNED_MARGIN,
     **options: Any,
 ) -> AblationPathResult:
     """Ablation path with the regularisation chosen per image: ``regularization="auto"`` of
     the engine (:func:`ablation_paths.pipeline.auto_regularize`) with other ``candidates``
-    (tried weak to strong) and ``margin``.
+    (tried weak to strong).
 
     ``options``: :class:`~ablation_paths.AblationPathConfig` fields and
     :class:`~ablation_paths.pipeline.ExplainRequest` fields (``baseline``, ``transform``, ...).
@@ -107,7 +115,6 @@ def explain_auto(
         score=score,
         config=config,
         auto_candidates=tuple(sorted(candidates)),
-        auto_margin=margin,
         **{k: v for k, v in options.items() if k in request_keys},
     )
     return run(model, image, target, request)
