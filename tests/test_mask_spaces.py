@@ -124,3 +124,34 @@ def test_sift_frames_rebuilt_from_a_saved_result(tmp_path, tiny_model):
     images = images_for_result(loaded, loaded.path)
     assert images is not None
     assert torch.equal(images[0], r.frames) and torch.equal(images[1], r.masks_image)
+
+
+def test_installed_packages_offer_mask_spaces_through_entry_points(tmp_path, monkeypatch):
+    import ablation_paths as ap
+    from ablation_paths.cli import build_parser
+    from ablation_paths.mask_spaces import get_mask_space, mask_space_names
+
+    # an installed distribution (dist-info on sys.path) whose entry point names a module that
+    # registers "plugin-pixel" when imported
+    dist = tmp_path / "apspace_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: apspace-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[ablation_paths.mask_spaces]\nplugin-pixel = apspace_plugin_mod\n"
+    )
+    (tmp_path / "apspace_plugin_mod.py").write_text(
+        "from ablation_paths.mask_spaces import register_mask_space\n"
+        "from ablation_paths.pixel_space import PixelMaskSpace\n"
+        "register_mask_space('plugin-pixel')(type('PluginPixel', (PixelMaskSpace,), {}))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "plugin-pixel" in mask_space_names()
+    args = build_parser().parse_args(["explain", "--features", "plugin-pixel"])
+    assert args.features == "plugin-pixel"
+    assert get_mask_space("plugin-pixel").__name__ == "PluginPixel"
+    img = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(2))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 4)).eval()
+    fast = {"n_steps": 3, "max_iterations": 1, "baseline": "black"}
+    a = ap.explain(model, img, features="plugin-pixel", **fast)
+    b = ap.explain(model, img, **fast)
+    assert a.features == "plugin-pixel" and torch.equal(a.path, b.path)

@@ -18,7 +18,8 @@ factory, so a new space is one class in one file::
         ...  # __init__, apply, to_image, build (and optionally from_result)
 
 Built in: ``"pixel"`` (:mod:`ablation_paths.pixel_space`) and ``"sift"``
-(:mod:`ablation_paths.sift.mask_space`, imported on first use).
+(:mod:`ablation_paths.sift.mask_space`, imported on first use). Installed packages can offer
+more through the ``ablation_paths.mask_spaces`` entry-point group (``NAME = "module"``).
 """
 
 from __future__ import annotations
@@ -154,6 +155,18 @@ class MaskSpace(MaskSpaceFactory, abc.ABC):
 _REGISTRY: dict[str, type[MaskSpaceFactory]] = {}
 #: Built-in spaces, registered when their module is first imported.
 _BUILTIN = {"pixel": "ablation_paths.pixel_space", "sift": "ablation_paths.sift.mask_space"}
+#: Entry-point group through which installed packages offer mask spaces: ``NAME = "module"``,
+#: the module registering ``NAME`` when imported (so ``--features NAME`` finds it).
+ENTRY_POINT_GROUP = "ablation_paths.mask_spaces"
+
+
+def _modules() -> dict[str, str]:
+    """Where the not yet imported spaces live: built-ins and installed plugins."""
+    from importlib.metadata import entry_points
+
+    plugins = {ep.name: ep.value.split(":")[0] for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return {**plugins, **_BUILTIN}
+
 
 F = TypeVar("F", bound=type[MaskSpaceFactory])
 
@@ -174,14 +187,15 @@ def register_mask_space(name: str) -> Callable[[F], F]:
 
 
 def mask_space_names() -> list[str]:
-    """Names of the built-in and registered mask spaces."""
-    return list(dict.fromkeys([*_BUILTIN, *_REGISTRY]))
+    """Names of the built-in, installed (entry points) and registered mask spaces."""
+    return list(dict.fromkeys([*_BUILTIN, *_modules(), *_REGISTRY]))
 
 
 def get_mask_space(name: str) -> type[MaskSpaceFactory]:
     """The factory registered as ``name``; ``ValueError`` lists the known names."""
-    if name not in _REGISTRY and name in _BUILTIN:
-        importlib.import_module(_BUILTIN[name])
+    modules = _modules() if name not in _REGISTRY else {}
+    if name in modules:
+        importlib.import_module(modules[name])
     if name not in _REGISTRY:
         raise ValueError(f"unknown features {name!r}; use one of {', '.join(mask_space_names())}")
     return _REGISTRY[name]
