@@ -374,3 +374,28 @@ def test_auto_regularization_all_pinned_warns_and_reuses_the_baseline(
     assert [float(k) for k in auto["tried"]] == list(AUTO_REGULARIZATION)
     assert len(calls) == 1  # one baseline search for all seven candidates
     assert any("every candidate blur" in m for m in r.info["warnings"])
+
+
+def test_explain_func_under_a_quantus_metric(tiny_model):
+    quantus = pytest.importorskip("quantus")
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3)).numpy()
+    y = np.array([1, 2])
+
+    def run(**kwargs):
+        metric = quantus.MaxSensitivity(
+            nr_samples=2, lower_bound=0.05, disable_warnings=True, display_progressbar=False
+        )
+        return metric(
+            model=tiny_model,
+            x_batch=x,
+            y_batch=y,
+            a_batch=None,
+            device="cpu",  # Quantus adds it to the explain_func keywords
+            explain_func=ap.explain_func,
+            explain_func_kwargs={"n_steps": 4, "max_iterations": 2, "mask_size": 8, **kwargs},
+        )
+
+    scores = run(score="dissipate")
+    assert len(scores) == 2 and all(np.isfinite(scores))
+    with pytest.raises(ValueError, match="did you mean 'max_iterations'"):
+        run(max_iteration=2)
