@@ -106,7 +106,8 @@ def explain_auto(
     {blur: path_score}, "all_pinned": bool}``.
     """
     config_keys = {f.name for f in dataclasses.fields(AblationPathConfig)}
-    request_keys = {f.name for f in dataclasses.fields(ExplainRequest)} - {"config", "score"}
+    request_keys = {f.name for f in dataclasses.fields(ExplainRequest)}
+    request_keys -= {"config", "score", "auto_candidates"}
     check_known(options, config_keys | request_keys, "option")
     config = AblationPathConfig().replace(
         regularization="auto", **{k: v for k, v in options.items() if k in config_keys}
