@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
@@ -54,6 +53,7 @@ from ablation_paths.display import (
     is_signed,
     setting_label,
 )
+from ablation_paths.mask_spaces import images_for_result
 from ablation_paths.result import AblationPathResult
 from ablation_paths.templates import Html, element, join, render, template_text
 
@@ -102,21 +102,11 @@ def _to_uint8(images: Tensor, value_range: tuple[float, float]) -> np.ndarray:
 
 
 def _pixel_frames(result: AblationPathResult, path: Tensor) -> tuple[np.ndarray, np.ndarray] | None:
-    """Frames ``[T + 2, C, H, W]`` and masks ``[T + 2, H, W]`` (uint8) along a pixel-mask path
-    ``[T, h, w]``, rendered from saved data exactly as the pixel mask space does (bilinear
-    upsampling, ``x + theta (b - x)``); ``None`` when the path is not pixel-mask shaped."""
-    if result.features != "pixel" or path.dim() != 3:
-        return None
-    image = result.image.float()
-    height, width = int(image.shape[-2]), int(image.shape[-1])
-    zeros = torch.zeros_like(path[:1].float())
-    full = torch.cat([zeros, path.float(), zeros + 1])
-    theta = F.interpolate(
-        full.unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False
-    )
-    frames = image.unsqueeze(0) + theta * (result.baseline_image.float() - image).unsqueeze(0)
-    masks = (theta[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    return _to_uint8(frames, _display_range(result)), masks
+    """Frames ``[T + 2, C, H, W]`` and masks ``[T + 2, H, W]`` (uint8) along a path
+    ``[T, *mask_shape]``, rebuilt from saved data by the result's mask space
+    (:func:`~ablation_paths.mask_spaces.images_for_result`); ``None`` when it cannot."""
+    images = images_for_result(result, path)
+    return None if images is None else (images[0].numpy(), images[1].numpy())
 
 
 def _path_images(result: AblationPathResult) -> tuple[np.ndarray, np.ndarray] | None:
