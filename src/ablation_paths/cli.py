@@ -13,9 +13,10 @@ from typing import Any
 
 import torch
 
-from ablation_paths.api import FEATURES, explain
+from ablation_paths.api import explain
 from ablation_paths.bench.cli import add_bench_parser
 from ablation_paths.cli_many import add_audit_parser, add_many_arguments, run_many, wants_many
+from ablation_paths.mask_spaces import mask_space_names
 from ablation_paths.models import imagenet_normalize, load_model_spec
 from ablation_paths.optimizer import AblationPathConfig
 from ablation_paths.plotting import plot_heatmaps, plot_path_strip
@@ -164,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.add_argument("--target", help="class index or name (default: the predicted class)")
     ex.add_argument("--score", choices=SCORES, default="retain")
-    ex.add_argument("--features", choices=FEATURES, default="pixel")
+    ex.add_argument(
+        "--features", choices=mask_space_names(), default="pixel", help="registered mask space"
+    )
     ex.add_argument(
         "--baseline", default="blur", help="blur | blur:SIGMA | black | gray | mean | FILE"
     )
@@ -191,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_parser(sub)
     add_audit_parser(sub)
+    from ablation_paths import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
 
