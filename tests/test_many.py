@@ -306,7 +306,7 @@ def test_cli_folder_glob_list_and_audit(
 def test_load_weights_state_dict_and_safetensors(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
-    from ablation_paths.cli_many import load_weights
+    from ablation_paths.weights import load_weights
 
     src = _net()
     with torch.no_grad():

@@ -15,7 +15,7 @@ import torch
 
 from ablation_paths.api import explain
 from ablation_paths.bench.cli import add_bench_parser
-from ablation_paths.cli_many import add_audit_parser, add_many_arguments, run_many, wants_many
+from ablation_paths.many.cli import add_audit_parser, add_many_arguments, run_many, wants_many
 from ablation_paths.mask_spaces import mask_space_names
 from ablation_paths.models import imagenet_normalize, load_model_spec
 from ablation_paths.optimizer import AblationPathConfig

@@ -527,29 +527,25 @@ def explain_many(
     """Explain many images, one output folder each, resumably; see the module docstring.
 
     Args:
-        model: the classifier (eval mode). For ``engine="ray"`` it must be picklable; it is put
-            into Ray's object store once and every actor moves it to its own device.
+        model: the classifier (eval mode); picklable for ``engine="ray"``.
         images: a folder, glob, ``.txt`` list or iterable (see :func:`collect_images`).
         out: output folder (``OUT/NAME/`` per image, ``OUT/index.html`` the gallery).
         target, score, baseline, features, transform, config, class_names, image_size,
-            device, feature_options, options: as for :func:`ablation_paths.explain`;
-            an item's own target (a list's second column, a sample's label) wins over
-            ``target``.
+            device, feature_options, options: as for :func:`ablation_paths.explain`; an
+            item's own target (a list's second column, a sample's label) wins over ``target``.
         resume: skip images already done (``False`` recomputes and replaces them).
         engine: ``"local"`` or ``"ray"``.
-        address: Ray cluster address (``None``: start a local instance, or use the one this
-            process already started).
-        workers: Ray actors (default: one per GPU when the cluster has GPUs, else one per CPU).
+        address: Ray cluster address (``None``: a local instance, or the one already started).
+        workers: Ray actors (default: one per GPU when there are GPUs, else one per CPU).
         max_restarts, max_task_retries: Ray actor restarts and task retries after a crash.
         progress: show a progress bar over images.
         gallery: write ``OUT/index.html`` at the end (also after an interrupt).
-        figures: also write each image's Matplotlib figures (``heatmaps.png``, ``path.png``);
-            the report and the gallery do not need them.
+        figures: also write each image's Matplotlib figures (not needed by report or gallery).
         on_result: called with ``(name, result)`` after each image's folder is written.
 
     Returns:
-        a :class:`ManyRun`. Errors of single images are recorded in ``failed`` (and logged),
-        not raised; Ctrl-C and SIGTERM end the run with ``interrupted=True``.
+        a :class:`ManyRun`; single images' errors are in ``failed`` (and logged), not raised;
+        Ctrl-C and SIGTERM end the run with ``interrupted=True``.
     """
     if engine not in ("local", "ray"):
         raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
@@ -569,70 +565,99 @@ def explain_many(
         options=dict(options),
     )
     fingerprint = settings.fingerprint()  # also validates the option names
-    out_dir = Path(out)
-    items = _outside(collect_images(images), out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    run = ManyRun(out=out_dir, names=[it.name for it in items], engine=engine)
+    items = _outside(collect_images(images), Path(out))
+    Path(out).mkdir(parents=True, exist_ok=True)
+    run = ManyRun(out=Path(out), names=[it.name for it in items], engine=engine)
+    todo = _pending(items, run, fingerprint, resume)
+    bar = _progress_bar(progress, len(items), len(run.skipped))
+    sink = _Sink(run, fingerprint, figures, on_result, bar)
+    runner = _run_local if engine == "local" else _run_ray
+    engine_args = (address, workers, max_restarts, max_task_retries)
+    work = lambda: runner(model, todo, settings, sink, *engine_args) if todo else None  # noqa: E731
+    return _execute(run, sink, work, gallery)
 
+
+def _execute(run: ManyRun, sink: _Sink, work: Callable[[], None], gallery: bool) -> ManyRun:
+    """Run ``work`` with SIGTERM as Ctrl-C; whatever happens, close the progress bar, drop
+    unfinished folders and write the gallery of what is done."""
+    start = time.perf_counter()
+    try:
+        with _sigterm_as_interrupt():
+            work()
+    except KeyboardInterrupt:
+        run.interrupted = True
+        logger.warning("interrupted: %d finished image(s) kept in %s", len(run.done), run.out)
+    finally:
+        sink.close()
+        run.seconds = time.perf_counter() - start
+        shutil.rmtree(run.out / _PARTIAL_DIR, ignore_errors=True)
+        if gallery:
+            from ablation_paths.gallery import write_gallery
+
+            run.gallery = write_gallery(run.out)
+    return run
+
+
+def _pending(
+    items: list[ImageItem], run: ManyRun, fingerprint: str, resume: bool
+) -> list[ImageItem]:
+    """The items still to compute; done ones go to ``run.skipped`` (other settings: refused)."""
     todo: list[ImageItem] = []
     for it in items:
-        rec = read_done(out_dir / it.name) if resume else None
+        rec = read_done(run.out / it.name) if resume else None
         if rec is None:
             todo.append(it)
             continue
         if rec.get("settings") != fingerprint:
             raise ValueError(
-                f"{out_dir / it.name} was computed with other settings ({rec.get('settings')}; "
+                f"{run.out / it.name} was computed with other settings ({rec.get('settings')}; "
                 f"now {fingerprint}): resuming would mix them. Use another output folder, or "
                 f"resume=False (--no-resume) to recompute everything"
             )
         run.skipped.append(it.name)
+    return todo
 
-    start = time.perf_counter()
-    bar = _progress_bar(progress, len(items), len(run.skipped))
-    record = {"settings": fingerprint, "engine": engine}
 
-    def finish(item: ImageItem, result: AblationPathResult | None, error: str | None) -> None:
+class _Sink:
+    """Where finished images go, in the driver: written, counted, shown on the progress bar."""
+
+    def __init__(
+        self,
+        run: ManyRun,
+        fingerprint: str,
+        figures: bool,
+        on_result: Callable[[str, AblationPathResult], None] | None,
+        bar: Any,
+    ) -> None:
+        self.run = run
+        self.record = {"settings": fingerprint, "engine": run.engine}
+        self.figures = figures
+        self.on_result = on_result
+        self.bar = bar
+
+    def __call__(
+        self, item: ImageItem, result: AblationPathResult | None, error: str | None
+    ) -> None:
         if result is not None and result.stopped == "interrupted":
             raise KeyboardInterrupt  # a partial path is never recorded as done
         if result is None:
-            run.failed[item.name] = error or "unknown error"
+            self.run.failed[item.name] = error or "unknown error"
             logger.warning("%s failed: %s", item.name, error)
         else:
-            rec = {**record, "host": result.info.get("host")}
-            write_image_outputs(result, out_dir, item, rec, figures=figures)
-            run.done.append(item.name)
-            if on_result is not None:
-                on_result(item.name, result)
-        if bar is not None:
+            rec = {**self.record, "host": result.info.get("host")}
+            write_image_outputs(result, self.run.out, item, rec, figures=self.figures)
+            self.run.done.append(item.name)
+            if self.on_result is not None:
+                self.on_result(item.name, result)
+        if self.bar is not None:
             if result is not None:
-                bar.set_postfix(
-                    score=f"{result.path_score:.3f}", sat=f"{result.saturation:.2f}", refresh=False
-                )
-            bar.update(1)
+                score, sat = f"{result.path_score:.3f}", f"{result.saturation:.2f}"
+                self.bar.set_postfix(score=score, sat=sat, refresh=False)
+            self.bar.update(1)
 
-    try:
-        with _sigterm_as_interrupt():
-            if todo:
-                runner = _run_local if engine == "local" else _run_ray
-                runner(
-                    model, todo, settings, finish, address, workers, max_restarts, max_task_retries
-                )
-    except KeyboardInterrupt:
-        run.interrupted = True
-        logger.warning(
-            "interrupted: %d image(s) finished in this run are kept in %s", len(run.done), out_dir
-        )
-    finally:
-        if bar is not None:
-            bar.close()
-        run.seconds = time.perf_counter() - start
-        shutil.rmtree(out_dir / _PARTIAL_DIR, ignore_errors=True)
-        if gallery:
-            from ablation_paths.gallery import write_gallery
-
-            run.gallery = write_gallery(out_dir)
-    return run
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _outside(items: list[ImageItem], out_dir: Path) -> list[ImageItem]:
