@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ablation_paths.filters import gaussian_blur, gaussian_blur_fft
-from ablation_paths.inputs import ClassifierFn, check_image, load_image
+from ablation_paths.inputs import ClassifierFn, ImageLike, check_image, load_image
 
 __all__ = ["Baseline", "blurred_baseline", "constant_baseline", "make_baseline"]
 
@@ -134,7 +135,7 @@ def make_baseline(
         )
     size = (int(image.shape[1]), int(image.shape[2]))
     other = (
-        load_image(spec, size=size)
+        load_image(cast(ImageLike, spec), size=size)
         if not isinstance(spec, Tensor)
         else check_image(spec, "baseline")
     )

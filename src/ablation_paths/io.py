@@ -21,6 +21,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
+    "atomic_path",
     "check_output_dir",
     "check_not_input",
     "unique_names",
@@ -136,3 +137,20 @@ def unique_names(names: Iterable[str]) -> list[str]:
         seen.add(candidate)
         out.append(candidate)
     return out
+
+
+@contextlib.contextmanager
+def atomic_path(file: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``file`` for a writer that wants a file name (e.g.
+    ``savefig``); on success it is moved over ``file``, on error removed."""
+    target = Path(file)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, target.stat().st_mode & 0o777 if target.is_file() else 0o644)
+        os.replace(tmp_path, target)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()

@@ -268,7 +268,7 @@ def _validate_meta(meta: object, path: Path) -> dict[str, Any]:
         )
     version = meta.get("version")
     _check(_is_int(version), path, "metadata 'version' is not an integer")
-    if version > _VERSION:
+    if isinstance(version, int) and version > _VERSION:
         raise ResultFileError(
             f"{path} was written by a newer version of ablation-paths (format {version}); "
             f"upgrade to read it"

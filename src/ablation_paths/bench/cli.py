@@ -136,13 +136,33 @@ def run_bench(args: argparse.Namespace) -> int:
             )
             print(f"[{count}] image {rec['index']:4d} {rec['method']:20s} {status}", flush=True)
 
-    path = run_benchmark(config, progress=progress)
+    from ablation_paths.bench.runner import load_results
+    from ablation_paths.io import OutputPathError, check_output_dir
+
+    try:
+        check_output_dir(config.out)
+        path = run_benchmark(config, progress=progress)
+    except (ValueError, OSError, OutputPathError) as err:  # incl. an unreachable Ray address
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
     if not args.quiet:
         print(f"{count} new results in {time.perf_counter() - start:.1f} s -> {path}")
     if not args.no_summary:
         md = write(path, methods=methods, title=f"{args.dataset} (n = {args.n})")
         if not args.quiet:
             print(md.read_text(encoding="utf-8"))
+    failed = [
+        r
+        for r in load_results(path)
+        if "error" in r and r.get("dataset") == config.dataset and r.get("seed") == config.seed
+    ]
+    if failed:
+        print(
+            f"error: {len(failed)} (image, method) pair(s) failed, e.g. image {failed[0]['index']} "
+            f"{failed[0]['method']}: {failed[0]['error']}; rerun the same command to retry them",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
