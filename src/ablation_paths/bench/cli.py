@@ -92,6 +92,22 @@ def _parse_options(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast (instead of Ray's long retries) when a ``host:port`` Ray address does not
+    answer; ``auto`` / ``local`` and addresses without a port are left to Ray."""
+    import socket
+
+    host, sep, port = address.split("://")[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConnectionError(
+            f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}"
+        ) from None
+
+
 def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark described by parsed ``args``; returns a process exit code."""
     from ablation_paths.bench.methods import available_methods, get_method
@@ -141,6 +157,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
     try:
         check_output_dir(config.out)
+        if config.engine == "ray" and config.address:
+            _check_reachable(config.address)
         path = run_benchmark(config, progress=progress)
     except (ValueError, OSError, OutputPathError) as err:  # incl. an unreachable Ray address
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
