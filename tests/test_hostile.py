@@ -919,3 +919,28 @@ def test_unique_names():
         "cat-2",
         "cat-4",
     ]
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_real_process_keeps_the_partial_result(tmp_path):
+    """End to end: SIGTERM a running ``ablation-paths explain``; it writes the partial path."""
+    import subprocess
+    import time
+
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "ablation_paths.cli", "explain", "--out", str(out),
+           "--max-iterations", "100000", "--stop-saturation", "1.0", "--device", "cpu"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    assert proc.stderr is not None
+    seen = ""
+    deadline = time.time() + 120
+    while "ablation path" not in seen and time.time() < deadline:
+        seen += proc.stderr.read(1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"] == "interrupted"
+    assert load(out / "path.npz").stopped == "interrupted"

@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--size",
         type=_int_at_least(2),
         help="resize images to SIZE x SIZE (default: the model's size if known; otherwise "
-        "images over 1 Mpx are downscaled)",
+        "images over 512x512 pixels are downscaled)",
     )
     ex.add_argument(
         "--normalize",

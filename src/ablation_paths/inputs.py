@@ -36,7 +36,7 @@ __all__ = [
 #: Images from files or PIL with more pixels than this are downscaled (with an
 #: :class:`InputWarning`) when no size is given: the blur search and the optimiser keep
 #: several copies of the image per path sample, so memory grows with the pixel count.
-MAX_PIXELS = 1024 * 1024
+MAX_PIXELS = 512 * 512
 #: Image files with more pixels than this are refused before decoding (decompression bombs).
 MAX_DECODE_PIXELS = 4096 * 4096
 
