@@ -738,6 +738,7 @@ def test_cli_bad_options_exit_2(capsys, image_file, argv):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "error:" in err
+    assert len(err.strip().splitlines()) == 1, err
 
 
 def test_cli_regularization_auto_is_accepted():

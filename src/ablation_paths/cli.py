@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from ablation_paths.api import FEATURES, explain
 from ablation_paths.bench.cli import add_bench_parser
@@ -290,8 +290,16 @@ def _add_debug(p: argparse.ArgumentParser, default: Any) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (``PROG: error: ...``, exit status 2), without the usage text
+    (``--help`` shows it); subcommand parsers inherit this class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ablation-paths",
         description="Explain image classifiers with optimised ablation paths.",
     )
