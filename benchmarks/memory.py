@@ -4,8 +4,9 @@ Cases (``--cases``, comma-separated; default all):
 
 * ``demo2048``   ``ablation-paths explain`` on a 2048x2048 PNG with the demo model, defaults;
 * ``user2048``   the same image with a size-less user model (``module:callable``): the pixel
-  guard downscales it to at most 512x512 pixels (``inputs.MAX_PIXELS``); run with ``--max-iterations 5``
-  to bound the time, which does not change the peak (every iteration holds the same tensors);
+  guard downscales it to at most 512x512 pixels (``inputs.MAX_PIXELS``); run with
+  ``--max-iterations 5`` to bound the time, which does not change the peak (every iteration
+  holds the same tensors);
 * ``blur2048``   the blur-sigma search alone on a 2048x2048 tensor (no size guard for tensors),
   where the old float64 all-sigmas-at-once FFT needed ~22 GB;
 * ``huge6000``   ``explain`` on a 6000x6000 PNG: refused before decoding (exit 2);
@@ -70,7 +71,8 @@ elif kind == "blur":
     print(f"sigma {b.sigma:.1f} flips {b.flips_class}", file=sys.stderr)
     rc = 0
 # VmHWM: this process's own peak RSS (ru_maxrss would include the parent's, kept across exec)
-peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) / 1024**2
+hwm = [ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")][0]
+peak = int(hwm.split()[1]) / 1024**2
 print("RESULT " + json.dumps({"rc": rc, "peak_gb": peak, "seconds": time.perf_counter() - start}))
 """
 

@@ -248,6 +248,20 @@ def test_other_modes_become_rgb(tmp_path, mode):
     assert 0.0 <= float(img.min()) and float(img.max()) <= 1.0
 
 
+@pytest.mark.parametrize(("alpha", "warns"), [(255, False), (0, True)])
+def test_transparency_is_reported(tmp_path, alpha, warns):
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[..., 3] = 255
+    rgba[0, 0, 3] = alpha
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        img = load_image(tmp_path / "a.png")
+    assert any("alpha" in str(w.message) for w in caught) == warns
+    assert float(img[0].min()) == pytest.approx(200 / 255)
+
+
 @pytest.mark.parametrize(
     ("array", "expected_max"),
     [

@@ -245,6 +245,15 @@ def _finish_pil(
             InputWarning,
             stacklevel=3,
         )
+    if "A" in img.getbands():
+        alpha = img.getchannel("A")
+        if alpha.getextrema()[0] < 255:  # type: ignore[operator]
+            warnings.warn(
+                f"{what} has transparent pixels; the alpha channel is ignored (the model sees "
+                f"their colour as stored)",
+                InputWarning,
+                stacklevel=3,
+            )
     eight_bit = not (img.mode.startswith("I") or img.mode == "F")
     if eight_bit:
         pil = img.convert("RGB")
