@@ -845,7 +845,7 @@ def test_bench_failure_exits_nonzero_and_resume_retries(capsys, tmp_path, monkey
 
     state = {"fail": True}
 
-    def flaky(model, image, target):
+    def flaky(model, image, target, *options):
         if state["fail"]:
             raise ValueError("transient failure")
         return image.mean(0)
@@ -855,7 +855,7 @@ def test_bench_failure_exits_nonzero_and_resume_retries(capsys, tmp_path, monkey
     argv = ["bench", "--dataset", "toy", "--n", "2", "--methods", "flaky", "--out",
             tmp_path / "b", "--sanity-n", "0", "--no-summary", "--quiet"]  # fmt: skip
     rc, err = _cli(capsys, argv)
-    assert rc == 1 and "2 (image, method) pair(s) failed" in err
+    assert rc == 1 and "2 (image, method) pair(s) failed" in err and "transient failure" in err
     state["fail"] = False
     rc, err = _cli(capsys, argv)
     assert rc == 0, err

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
-from ablation_paths.api import FEATURES, explain
+from ablation_paths.api import explain
 from ablation_paths.bench.cli import add_bench_parser
 from ablation_paths.diagnostics import result_warnings
 from ablation_paths.io import (
@@ -34,6 +34,7 @@ from ablation_paths.io import (
     check_output_dir,
     unique_names,
 )
+from ablation_paths.mask_spaces import mask_space_names
 from ablation_paths.models import imagenet_normalize, load_model_spec, resolve_device
 from ablation_paths.optimizer import AblationPathConfig
 from ablation_paths.plotting import plot_heatmaps, plot_path_strip
@@ -316,7 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.add_argument("--target", help="class index or name (default: the predicted class)")
     ex.add_argument("--score", choices=SCORES, default="retain")
-    ex.add_argument("--features", choices=FEATURES, default="pixel")
+    ex.add_argument(
+        "--features", choices=mask_space_names(), default="pixel", help="registered mask space"
+    )
     ex.add_argument(
         "--baseline", default="blur", help="blur | blur:SIGMA | black | gray | mean | FILE"
     )
@@ -348,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     vw.set_defaults(func=cmd_view)
 
     add_bench_parser(sub)
+    from ablation_paths import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
 

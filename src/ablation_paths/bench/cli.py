@@ -14,13 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ablation_paths.bench.methods import available_methods
+
 __all__ = ["add_bench_parser", "build_parser", "main", "run_bench"]
 
-DEFAULT_METHODS = (
-    "ap-retain,ap-retain-win,ap-dissipate,ap-dissipate-win,ap-contrastive,ap-contrastive-win,"
-    "ap-straddle,ap-straddle-win,ap-sift,ap-sift-win,ig,saliency,gradcam,occlusion,rise,"
-    "sift-rise,extremal,centre,random"
-)
+#: ``--methods`` default: every registered method, in registration order.
+DEFAULT_METHODS = ",".join(available_methods())
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
@@ -110,7 +109,7 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark described by parsed ``args``; returns a process exit code."""
-    from ablation_paths.bench.methods import available_methods, get_method
+    from ablation_paths.bench.methods import get_method
     from ablation_paths.bench.runner import BenchConfig, run_benchmark
     from ablation_paths.bench.summary import write
 

@@ -189,10 +189,9 @@ class Worker:
         self.samples = list(load_samples(config.n, config.seed))
         self.model = load_model().eval()
         self.random_model: nn.Module | None = None
-        methods_mod.AP_OPTIONS.clear()
-        methods_mod.AP_OPTIONS.update(config.ap_options)
-        methods_mod.EXTREMAL_OPTIONS.clear()
-        methods_mod.EXTREMAL_OPTIONS.update(config.extremal_options)
+        self.options = methods_mod.MethodOptions(
+            ablation_path=dict(config.ap_options), extremal=dict(config.extremal_options)
+        )
         self.host = platform.node()
 
     def _randomised(self) -> nn.Module:
@@ -227,7 +226,7 @@ class Worker:
             rec["prob_target"] = float(probs[label])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                exp = methods_mod.compute(method, self.model, image, label)
+                exp = methods_mod.compute(method, self.model, image, label, self.options)
             h = exp.heatmap
             mask = sample.mask.bool()
             tol = cfg.tolerance if cfg.tolerance is not None else default_tolerance(h.shape[-1])
@@ -247,7 +246,8 @@ class Worker:
                 try:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
-                        hr = methods_mod.compute(method, self._randomised(), image, label).heatmap
+                        model = self._randomised()
+                        hr = methods_mod.compute(method, model, image, label, self.options).heatmap
                     rec["sanity_spearman"] = rank_correlation(h, hr)
                 except Exception as err:  # noqa: BLE001 - the heatmap itself is still valid
                     rec["sanity_error"] = f"{type(err).__name__}: {err}"
