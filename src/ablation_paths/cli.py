@@ -185,9 +185,10 @@ def _print_warnings(caught: list[warnings.WarningMessage], result: AblationPathR
             print(f"  warning: {' '.join(message.split())}", file=sys.stderr)
 
 
-def cmd_explain(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
-    # everything that can be checked is checked before the model is loaded or anything computed
+def _plan_outputs(args: argparse.Namespace) -> list[tuple[str, Any, int | None, Path]]:
+    """``(name, image, label, out_dir)`` per input, after every check that needs no model:
+    input files exist, output folders are writable, no output file is one of the inputs, and
+    inputs with the same file stem get folders ``cat``, ``cat-2``, ..."""
     if args.images:
         for p in args.images:
             if not Path(p).is_file():
@@ -202,15 +203,19 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise ValueError("give at least one IMAGE for a model other than the demo")
     out_root = check_output_dir(args.out)
     several = len(inputs) > 1
-    out_dirs = [out_root / name if several else out_root for name, _, _ in inputs]
-    for d in out_dirs:
-        check_output_dir(d)
-    read_files = [p for p in args.images]
+    out_dirs = [check_output_dir(out_root / n) if several else out_root for n, _, _ in inputs]
+    read_files = list(args.images)
     for extra in (args.class_names, args.baseline, args.model):
         if extra and Path(extra).is_file():
             read_files.append(extra)
     check_not_input([d / f for d in out_dirs for f in OUTPUT_FILES], read_files)
+    return [(n, img, label, d) for (n, img, label), d in zip(inputs, out_dirs, strict=True)]
 
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    # everything that can be checked is checked before the model is loaded or anything computed
+    planned = _plan_outputs(args)
     loaded = load_model_spec(args.model, device=device)
     class_names = loaded.class_names
     if args.class_names:
@@ -227,7 +232,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if getattr(args, f.name) is not None
     }
     target = _parse_target(args.target)
-    for (name, image, label), out_dir in zip(inputs, out_dirs, strict=True):
+    for name, image, label, out_dir in planned:
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
