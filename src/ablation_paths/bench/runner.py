@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ablation_paths._optional import require
 from ablation_paths.bench import methods as methods_mod
 from ablation_paths.bench.metrics import (
     ablation_curves,
@@ -376,7 +377,7 @@ def _run_local(config: BenchConfig, units: list[tuple[int, list[str]]]) -> Itera
 
 
 def _run_ray(config: BenchConfig, units: list[tuple[int, list[str]]]) -> Iterator[dict[str, Any]]:
-    import ray
+    ray = require("ray", extra="ray")
 
     started_here = False
     if not ray.is_initialized():
