@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 from scipy.spatial import cKDTree
 
-from ablation_paths.filters import gaussian_matrix
+from ablation_paths.filters import gaussian_operator
 from ablation_paths.sift.scale_space import level_coords
 
 __all__ = ["assign_cells", "blur_cells", "hard_cells", "sparsify"]
@@ -61,11 +60,6 @@ def hard_cells(labels: np.ndarray, n_features: int) -> sp.csr_matrix:
     )
 
 
-def _blur_operator(n: int, sigma: float, truncate: float) -> sp.csr_matrix:
-    mat = gaussian_matrix(n, sigma, truncate, dtype=torch.float64).numpy()
-    return sp.csr_matrix(mat)
-
-
 def _blur_axis(
     op: sp.csr_matrix,
     axis_idx: np.ndarray,
@@ -100,8 +94,8 @@ def blur_cells(
     yy, xx = np.divmod(np.arange(h * w), w)
     lab = labels.ravel()
     ones = np.ones(h * w)
-    kx = _blur_operator(w, sigma[1], truncate)
-    ky = _blur_operator(h, sigma[0], truncate)
+    kx = gaussian_operator(w, sigma[1], truncate)
+    ky = gaussian_operator(h, sigma[0], truncate)
     # horizontal: axis x, other y
     x1, y1, c1, d1 = _blur_axis(kx, xx, yy, lab, ones, h, n_features)
     # vertical: axis y, other x

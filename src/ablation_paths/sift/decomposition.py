@@ -223,27 +223,30 @@ def _level_matrices(
     space: ScaleSpace, cells: list[sp.csr_matrix], n_features: int
 ) -> tuple[list[sp.csr_matrix], list[sp.csr_matrix]]:
     """Per level: ``Z = sum_l vstack_c(diag(T_l[c]) chi^_l)`` ``[C*h*w, K]`` (eq. 4.33, 4.40) and
-    the homogeneous-field version ``V = sum_l chi^_l / n_layers`` ``[h*w, K]`` (eq. 4.46)."""
-    n_layers = len(space.layers)
+    the homogeneous-field version ``V = sum_l C_l chi^_l`` ``[h*w, K]`` (eq. 4.46).
+
+    Each sum over the level's ``L`` layers is one sparse product ``B @ vstack_l(chi^_l)`` with the
+    block-diagonal band matrix ``B = [diag(T_l1) ... diag(T_lL)]`` ``[C*h*w, L*h*w]``: no
+    per-layer additions of growing matrices.
+    """
+    weights = np.full(len(space.layers), 1.0 / len(space.layers))
     zs, vs = [], []
     for lv in space.levels:
-        h, w = lv.size
-        hw = h * w
-        n_ch = space.bands[lv.layers[0]].shape[0]
-        z = sp.csr_matrix((n_ch * hw, n_features))
-        field = sp.csr_matrix((hw, n_features))
-        for i in lv.layers:  # add layer by layer: peak memory ~ one layer's entries
-            chi = cells[i]
-            rows = np.repeat(np.arange(hw), np.diff(chi.indptr))
-            band = space.bands[i].detach().to(torch.float64).cpu().numpy().reshape(n_ch, hw)
-            vals = (chi.data[None, :] * band[:, rows]).ravel()
-            all_rows = (rows[None, :] + hw * np.arange(n_ch)[:, None]).ravel()
-            cols = np.tile(chi.indices, n_ch)
-            z = z + sp.csr_matrix((vals, (all_rows, cols)), shape=z.shape)
-            field = field + chi
+        hw = lv.size[0] * lv.size[1]
+        n_ch = int(space.bands[lv.layers[0]].shape[0])
+        n_l = len(lv.layers)
+        stacked = sp.vstack([cells[i] for i in lv.layers], format="csr")  # [L*hw, K]
+        bands = torch.stack([space.bands[i].detach().reshape(n_ch, hw) for i in lv.layers])
+        vals = bands.to(torch.float64).cpu().numpy().transpose(1, 0, 2).ravel()  # [C, L, hw]
+        rows = np.repeat(np.arange(n_ch * hw).reshape(n_ch, 1, hw), n_l, axis=1).ravel()
+        cols = np.tile(np.arange(n_l * hw), n_ch)
+        band_mat = sp.csr_matrix((vals, (rows, cols)), shape=(n_ch * hw, n_l * hw))
+        z = (band_mat @ stacked).tocsr()
         z.eliminate_zeros()
         zs.append(z)
-        vs.append(sp.csr_matrix(field / n_layers))
+        c = np.repeat(weights[list(lv.layers)], hw)
+        field = sp.csr_matrix((c, (np.tile(np.arange(hw), n_l), np.arange(n_l * hw))))
+        vs.append((field @ stacked).tocsr())
     return zs, vs
 
 
