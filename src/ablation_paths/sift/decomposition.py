@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,13 +18,14 @@ import torch
 from scipy.spatial import cKDTree
 from torch import Tensor
 
+from ablation_paths.diagnostics import InputWarning
 from ablation_paths.sift.cells import assign_cells, blur_cells, hard_cells, sparsify
 from ablation_paths.sift.decoder import SparseLevel, decode_levels, to_torch_csr
 from ablation_paths.sift.heatmaps import local_contrast, voronoi_field
-from ablation_paths.sift.keypoints import Keypoints, default_keypoint, detect_keypoints
-from ablation_paths.sift.scale_space import Layer, ScaleSpace, scale_space
+from ablation_paths.sift.keypoints import Keypoints, default_keypoint, detect_keypoints, luma
+from ablation_paths.sift.scale_space import Layer, ScaleSpace, detection_space, scale_space
 
-__all__ = ["SiftDecomposition", "SiftParams", "decompose"]
+__all__ = ["SiftDecomposition", "SiftParams", "decompose", "find_keypoints"]
 
 
 @dataclass(frozen=True)
@@ -219,42 +221,92 @@ def _as_image(image: Tensor) -> Tensor:
     return image
 
 
-def _level_matrices(
-    space: ScaleSpace, cells: list[sp.csr_matrix], n_features: int
-) -> tuple[list[sp.csr_matrix], list[sp.csr_matrix]]:
-    """Per level: ``Z = sum_l vstack_c(diag(T_l[c]) chi^_l)`` ``[C*h*w, K]`` (eq. 4.33, 4.40) and
-    the homogeneous-field version ``V = sum_l C_l chi^_l`` ``[h*w, K]`` (eq. 4.46).
+def _layer_sum(blocks: list[np.ndarray], stacked: sp.csr_matrix, hw: int) -> sp.csr_matrix:
+    """``sum_l diag(blocks[l]) chi_l`` as one sparse product ``B @ vstack_l(chi_l)`` with the CSR
+    matrix ``B = [diag(b_1) ... diag(b_L)]`` ``[hw, L*hw]`` built directly (row ``p`` holds
+    ``b_l[p]`` at column ``l*hw + p``): no per-layer additions of growing matrices."""
+    n_l = len(blocks)
+    data = np.stack(blocks, axis=1).ravel()  # [hw, L]
+    indices = (np.arange(hw)[:, None] + hw * np.arange(n_l)[None, :]).ravel()
+    indptr = np.arange(0, hw * n_l + 1, n_l)
+    band = sp.csr_matrix((data, indices.astype(np.int32), indptr), shape=(hw, n_l * hw))
+    out = (band @ stacked).tocsr()
+    out.eliminate_zeros()
+    return out
 
-    Each sum over the level's ``L`` layers is one sparse product ``B @ vstack_l(chi^_l)`` with the
-    block-diagonal band matrix ``B = [diag(T_l1) ... diag(T_lL)]`` ``[C*h*w, L*h*w]``: no
-    per-layer additions of growing matrices.
-    """
-    weights = np.full(len(space.layers), 1.0 / len(space.layers))
-    zs, vs = [], []
-    for lv in space.levels:
-        hw = lv.size[0] * lv.size[1]
-        n_ch = int(space.bands[lv.layers[0]].shape[0])
-        n_l = len(lv.layers)
-        stacked = sp.vstack([cells[i] for i in lv.layers], format="csr")  # [L*hw, K]
-        bands = torch.stack([space.bands[i].detach().reshape(n_ch, hw) for i in lv.layers])
-        vals = bands.to(torch.float64).cpu().numpy().transpose(1, 0, 2).ravel()  # [C, L, hw]
-        rows = np.repeat(np.arange(n_ch * hw).reshape(n_ch, 1, hw), n_l, axis=1).ravel()
-        cols = np.tile(np.arange(n_l * hw), n_ch)
-        band_mat = sp.csr_matrix((vals, (rows, cols)), shape=(n_ch * hw, n_l * hw))
-        z = (band_mat @ stacked).tocsr()
-        z.eliminate_zeros()
-        zs.append(z)
-        c = np.repeat(weights[list(lv.layers)], hw)
-        field = sp.csr_matrix((c, (np.tile(np.arange(hw), n_l), np.arange(n_l * hw))))
-        vs.append((field @ stacked).tocsr())
-    return zs, vs
+
+RANGE_TOLERANCE = 0.5
+"""Values up to this far outside ``[0, 1]`` (overshoot of decoded or sharpened images) are taken
+as they are; beyond it the image is in another range."""
+
+
+def _unit_range(image: Tensor) -> Tensor:
+    """The image for keypoint detection: itself when its values lie in ``[0, 1]`` (up to
+    :data:`RANGE_TOLERANCE`); otherwise
+    rescaled to ``[0, 1]`` (``/ 255`` when they fit ``[0, 255]``, else min-max) with an
+    :class:`~ablation_paths.diagnostics.InputWarning`, because the contrast threshold assumes
+    ``[0, 1]`` (a ``[0, 255]`` image would pass 255 times more keypoints)."""
+    lo, hi = float(image.min()), float(image.max())
+    if lo >= -RANGE_TOLERANCE and hi <= 1.0 + RANGE_TOLERANCE:
+        return image
+    if lo >= 0.0 and hi <= 255.0 + 1e-3:
+        how, out = "divided by 255", image / 255.0
+    else:
+        how, out = "min-max rescaled", (image - lo) / max(hi - lo, 1e-12)
+    warnings.warn(
+        f"image values lie in [{lo:.3g}, {hi:.3g}], not [0, 1]: keypoints are detected on the "
+        f"image {how} (the contrast threshold assumes [0, 1]); the decomposition still "
+        "reconstructs the image as given",
+        InputWarning,
+        stacklevel=3,
+    )
+    return out
+
+
+def _level_matrices(
+    space: ScaleSpace, level: int, cells: list[sp.csr_matrix], field_weights: np.ndarray
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """One level's ``Z = sum_l vstack_c(diag(T_l[c]) chi^_l)`` ``[C*h*w, K]`` (eq. 4.33, 4.40) and
+    its field ``V = sum_l C_l chi^_l`` ``[h*w, K]`` (eq. 4.46), from the cells ``chi^_l`` of the
+    level's layers (in order) and the per-layer field weights ``C_l`` (all layers)."""
+    lv = space.levels[level]
+    hw = lv.size[0] * lv.size[1]
+    n_ch = int(space.bands[lv.layers[0]].shape[0])
+    stacked = sp.vstack(cells, format="csr")  # [L*hw, K]
+    bands = [
+        space.bands[i].detach().to(torch.float64).cpu().numpy().reshape(n_ch, hw) for i in lv.layers
+    ]
+    z = sp.vstack([_layer_sum([b[c] for b in bands], stacked, hw) for c in range(n_ch)], "csr")
+    ones = np.ones(hw)
+    field = _layer_sum([ones * field_weights[i] for i in lv.layers], stacked, hw)
+    return z, field
+
+
+def find_keypoints(image: Tensor, params: SiftParams | None = None, **overrides) -> Keypoints:
+    """The keypoints of :func:`decompose` without the decoder: refined extrema of the luma's
+    detection pyramid (:func:`~ablation_paths.sift.scale_space.detection_space`), which does not
+    depend on the storage setting ``level_sigmas``. Falls back to one centre keypoint on the
+    coarsest DoG layer when nothing passes the thresholds (so ``K >= 1``)."""
+    p = dataclasses.replace(params or SiftParams(), **overrides)
+    x = _unit_range(_as_image(image).detach())
+    det = detection_space(luma(x)[None], p.scales_per_octave, p.sigma_min, p.sigma_max, p.truncate)
+    kp = detect_keypoints(
+        det,
+        contrast_threshold=p.contrast_threshold,
+        edge_threshold=p.edge_threshold,
+        border=p.border,
+        max_keypoints=p.max_keypoints,
+    )
+    return kp if len(kp) else default_keypoint(det)
 
 
 def decompose(image: Tensor, params: SiftParams | None = None, **overrides) -> SiftDecomposition:
     """SIFT feature decomposition of one image (encoder ``E_SIFT``, eq. 4.10; decoder eq. 4.41).
 
     Args:
-        image: ``[3, H, W]`` (RGB) or ``[1, H, W]`` (grey) float tensor, values in ``[0, 1]``.
+        image: ``[3, H, W]`` (RGB) or ``[1, H, W]`` (grey) float tensor, values in ``[0, 1]``
+            (other ranges are reconstructed as given, but keypoints are detected on the image
+            rescaled to ``[0, 1]``, with an :class:`~ablation_paths.diagnostics.InputWarning`).
         params: :class:`SiftParams`; keyword ``overrides`` replace single fields
             (e.g. ``decompose(x, eta=2.0, cutoff=0.0)``).
 
@@ -268,34 +320,27 @@ def decompose(image: Tensor, params: SiftParams | None = None, **overrides) -> S
     space = scale_space(
         x.detach(), p.scales_per_octave, p.sigma_min, p.sigma_max, p.level_sigmas, p.truncate
     )
-    kp = detect_keypoints(
-        space,
-        contrast_threshold=p.contrast_threshold,
-        edge_threshold=p.edge_threshold,
-        border=p.border,
-        max_keypoints=p.max_keypoints,
-    )
-    if len(kp) == 0:
-        kp = default_keypoint(space)
+    kp = find_keypoints(x, p)
     k = len(kp)
     tree = cKDTree(np.stack([kp.x, kp.y, p.eta * kp.sigma], axis=1))
     hh, ww = space.image_size
-    cells: list[sp.csr_matrix] = []
-    n_vox = 0
-    for layer in space.layers:
-        size = space.levels[layer.level].size
-        n_vox += size[0] * size[1]
-        labels = assign_cells(tree, size, (hh, ww), layer.sigma, p.eta)
-        if p.smooth_cells:
-            s = (layer.sigma * size[0] / hh, layer.sigma * size[1] / ww)
-            chi = sparsify(blur_cells(labels, k, s, p.truncate), p.cutoff)
-        else:
-            chi = hard_cells(labels, k)
-        cells.append(chi)
-    zs, vs = _level_matrices(space, cells, k)
+    field_weights = np.full(len(space.layers), 1.0 / len(space.layers))
     levels: list[SparseLevel] = []
     field_levels: list[SparseLevel] = []
-    for lv, z, v in zip(space.levels, zs, vs, strict=True):
+    n_vox = 0
+    for li, lv in enumerate(space.levels):  # one level at a time: peak memory ~ one level
+        cells: list[sp.csr_matrix] = []
+        for i in lv.layers:
+            layer = space.layers[i]
+            n_vox += lv.size[0] * lv.size[1]
+            labels = assign_cells(tree, lv.size, (hh, ww), layer.sigma, p.eta)
+            if p.smooth_cells:
+                s = (layer.sigma * lv.size[0] / hh, layer.sigma * lv.size[1] / ww)
+                cells.append(sparsify(blur_cells(labels, k, s, p.truncate), p.cutoff))
+            else:
+                cells.append(hard_cells(labels, k))
+        z, v = _level_matrices(space, li, cells, field_weights)
+        del cells
         for mats, m, c in ((levels, z, x.shape[0]), (field_levels, v, 1)):
             mats.append(
                 SparseLevel(
