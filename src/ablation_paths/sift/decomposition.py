@@ -21,7 +21,7 @@ from torch import Tensor
 from ablation_paths.diagnostics import InputWarning
 from ablation_paths.sift.cells import assign_cells, blur_cells, hard_cells, sparsify
 from ablation_paths.sift.decoder import SparseLevel, decode_levels, to_torch_csr
-from ablation_paths.sift.heatmaps import local_contrast, voronoi_field
+from ablation_paths.sift.heatmaps import layer_weights, local_contrast, voronoi_field
 from ablation_paths.sift.keypoints import Keypoints, default_keypoint, detect_keypoints, luma
 from ablation_paths.sift.scale_space import Layer, ScaleSpace, detection_space, scale_space
 
@@ -47,6 +47,8 @@ class SiftParams:
             ``False`` gives the hard partition of 4.1.3B (edges imprinted, for comparison).
         cutoff: soft sparsity threshold ``s`` of eq. 4.37 (``0`` disables the cutoff).
         truncate: Gaussian kernels are cut at ``truncate * sigma``.
+        field_weights: layer weights ``C_l`` of the Voronoi-field heatmap (eq. 4.47), one of
+            :data:`~ablation_paths.sift.heatmaps.FIELD_WEIGHTS`.
     """
 
     scales_per_octave: int = 3
@@ -61,6 +63,7 @@ class SiftParams:
     smooth_cells: bool = True
     cutoff: float = 0.01
     truncate: float = 4.0
+    field_weights: str = "uniform"
 
 
 @dataclass
@@ -75,6 +78,9 @@ class SiftDecomposition:
         levels: decoder matrices, one per resolution level (eq. 4.40).
         field_levels: the same cells with the homogeneous field of eq. 4.46-4.47 (one channel).
         n_voxels: number of scale-space voxels (all layers, one channel).
+        field_norm: ``[H, W]`` divisor of the Voronoi heatmap: the field of all-ones values
+            (so the heatmap is a per-pixel weighted mean of the feature values), or its mean for
+            ``field_weights="local_energy"`` (an energy density); ``None``: no division.
     """
 
     image: Tensor
@@ -84,6 +90,7 @@ class SiftDecomposition:
     levels: list[SparseLevel]
     field_levels: list[SparseLevel]
     n_voxels: int
+    field_norm: Tensor | None = field(default=None, repr=False)
     _mass: Tensor | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
@@ -188,10 +195,15 @@ class SiftDecomposition:
     # ----------------------------------------------------------------------------- heatmaps
     def voronoi_heatmap(self, values: Tensor) -> Tensor:
         """Voronoi-field heatmap (eq. 4.46-4.47) of per-feature values ``[K]`` -> ``[H, W]``
-        (or ``[B, K]`` -> ``[B, H, W]``). The field is uniform over the layers (``C(sigma) = 1 /
-        n_layers``), so constant values ``c`` give the constant map ``c``."""
+        (or ``[B, K]`` -> ``[B, H, W]``) with the layer weights ``params.field_weights``.
+        Homogeneous weights give a per-pixel weighted mean of the values (constant values ``c``
+        give the constant map ``c``); ``"local_energy"`` gives the density
+        ``sum_i v_i E_i(r) / mean E``, with ``E_i`` feature ``i``'s share of the local band
+        energy, which is large where salient features carry image structure."""
         g, single = self._check_gains(values, "values")
         out = voronoi_field(self.field_levels, g, self.image_size)
+        if self.field_norm is not None:
+            out = out / self.field_norm
         return out[0] if single else out
 
     def contrast_heatmap(
@@ -264,11 +276,11 @@ def _unit_range(image: Tensor) -> Tensor:
 
 
 def _level_matrices(
-    space: ScaleSpace, level: int, cells: list[sp.csr_matrix], field_weights: np.ndarray
+    space: ScaleSpace, level: int, cells: list[sp.csr_matrix], field_weights: list[np.ndarray]
 ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """One level's ``Z = sum_l vstack_c(diag(T_l[c]) chi^_l)`` ``[C*h*w, K]`` (eq. 4.33, 4.40) and
     its field ``V = sum_l C_l chi^_l`` ``[h*w, K]`` (eq. 4.46), from the cells ``chi^_l`` of the
-    level's layers (in order) and the per-layer field weights ``C_l`` (all layers)."""
+    level's layers (in order) and the field weights ``C_l`` of all layers (``[1]`` or ``[h*w]``)."""
     lv = space.levels[level]
     hw = lv.size[0] * lv.size[1]
     n_ch = int(space.bands[lv.layers[0]].shape[0])
@@ -278,7 +290,7 @@ def _level_matrices(
     ]
     z = sp.vstack([_layer_sum([b[c] for b in bands], stacked, hw) for c in range(n_ch)], "csr")
     ones = np.ones(hw)
-    field = _layer_sum([ones * field_weights[i] for i in lv.layers], stacked, hw)
+    field = _layer_sum([ones * field_weights[i] for i in lv.layers], stacked, hw)  # broadcast
     return z, field
 
 
@@ -324,7 +336,7 @@ def decompose(image: Tensor, params: SiftParams | None = None, **overrides) -> S
     k = len(kp)
     tree = cKDTree(np.stack([kp.x, kp.y, p.eta * kp.sigma], axis=1))
     hh, ww = space.image_size
-    field_weights = np.full(len(space.layers), 1.0 / len(space.layers))
+    field_weights = layer_weights(space, kp, p.field_weights)
     levels: list[SparseLevel] = []
     field_levels: list[SparseLevel] = []
     n_vox = 0
@@ -351,6 +363,12 @@ def decompose(image: Tensor, params: SiftParams | None = None, **overrides) -> S
                     matrix_t=to_torch_csr(m.T, x.dtype, x.device),
                 )
             )
+    with torch.no_grad():  # the field of all-ones values (eq. 4.46-4.47)
+        ones = torch.ones(1, k, dtype=x.dtype, device=x.device)
+        norm = voronoi_field(field_levels, ones, (hh, ww))[0]
+        if p.field_weights == "local_energy":  # a density: only its overall scale is removed
+            norm = norm.mean().expand_as(norm)
+        norm = norm.clamp_min(float(norm.max()) * 1e-6 + torch.finfo(x.dtype).tiny)
     return SiftDecomposition(
         image=x.detach(),
         params=p,
@@ -359,4 +377,5 @@ def decompose(image: Tensor, params: SiftParams | None = None, **overrides) -> S
         levels=levels,
         field_levels=field_levels,
         n_voxels=n_vox,
+        field_norm=norm,
     )

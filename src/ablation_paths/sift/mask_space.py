@@ -81,6 +81,36 @@ class SiftMaskSpace(MaskSpace):
             )
         return self.decomposition.voronoi_heatmap(values)
 
+    def extra_heatmaps(self, path: Tensor, probs: Tensor, target: int) -> dict[str, Tensor]:
+        """Heatmaps beyond the per-feature reductions: ``{"sift_contrast": [H, W]}``.
+
+        ``sift_contrast`` is the local contrast (eq. 4.48, ``sigma_LP = 8``, ``sigma_HP = 5`` px)
+        of the image decoded from the class-transition reduction (2.7.2B): the features still
+        kept at the last time the target class ranks first, ``D(1 - phi(t_clt))`` - the
+        combination that scored best in the thesis's Table 4.2.
+
+        Args:
+            path: interior samples ``[T, K]`` of the (first) path (1 = removed).
+            probs: class probabilities ``[T + 2, n_classes]`` along it, with both ends.
+            target: the explained class.
+        """
+        from ablation_paths.reductions import class_transition_index
+
+        if path.dim() != 2 or tuple(path.shape[1:]) != self.mask_shape:
+            raise ValueError(
+                f"path must be [T, K] with K = {self.mask_shape[0]}, got {tuple(path.shape)}"
+            )
+        if probs.dim() != 2 or probs.shape[0] != path.shape[0] + 2:
+            raise ValueError(
+                f"probs must be [T + 2, n_classes] = [{path.shape[0] + 2}, n], "
+                f"got {tuple(probs.shape)}"
+            )
+        p = path.to(device=self.decomposition.device, dtype=self.decomposition.dtype)
+        kept = 1 - p[class_transition_index(probs[1:-1], target)]
+        with torch.no_grad():
+            heat = self.decomposition.contrast_heatmap(kept)
+        return {"sift_contrast": heat}
+
     def contrast_image(self, masks: Tensor, sigma_lp: float = 8.0, sigma_hp: float = 5.0) -> Tensor:
         """Local-contrast heatmaps (eq. 4.48) of the masked images: masks ``[K]`` or a path
         ``[T, K]`` (1 = removed) -> ``[H, W]`` or ``[T, H, W]``."""
