@@ -23,7 +23,13 @@ from ablation_paths.sift.cells import assign_cells, blur_cells, hard_cells, spar
 from ablation_paths.sift.decoder import SparseLevel, decode_levels, to_torch_csr
 from ablation_paths.sift.heatmaps import layer_weights, local_contrast, voronoi_field
 from ablation_paths.sift.keypoints import Keypoints, default_keypoint, detect_keypoints, luma
-from ablation_paths.sift.scale_space import Layer, ScaleSpace, detection_space, scale_space
+from ablation_paths.sift.scale_space import (
+    Layer,
+    ScaleSpace,
+    detection_space,
+    resample,
+    scale_space,
+)
 
 __all__ = ["SiftDecomposition", "SiftParams", "decompose", "find_keypoints"]
 
@@ -63,7 +69,7 @@ class SiftParams:
     smooth_cells: bool = True
     cutoff: float = 0.01
     truncate: float = 4.0
-    field_weights: str = "uniform"
+    field_weights: str = "local_energy"
 
 
 @dataclass
@@ -78,6 +84,8 @@ class SiftDecomposition:
         levels: decoder matrices, one per resolution level (eq. 4.40).
         field_levels: the same cells with the homogeneous field of eq. 4.46-4.47 (one channel).
         n_voxels: number of scale-space voxels (all layers, one channel).
+        residual: the low-pass residual layer's own decoder matrix (on the coarsest level), for
+            :meth:`mass_weights` without the mean colour.
         field_norm: ``[H, W]`` divisor of the Voronoi heatmap: the field of all-ones values
             (so the heatmap is a per-pixel weighted mean of the feature values), or its mean for
             ``field_weights="local_energy"`` (an energy density); ``None``: no division.
@@ -91,7 +99,8 @@ class SiftDecomposition:
     field_levels: list[SparseLevel]
     n_voxels: int
     field_norm: Tensor | None = field(default=None, repr=False)
-    _mass: Tensor | None = field(default=None, repr=False)
+    residual: SparseLevel | None = field(default=None, repr=False)
+    _mass: dict[bool, Tensor] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
         c, h, w = self.image.shape
@@ -179,18 +188,40 @@ class SiftDecomposition:
         eye[torch.arange(idx.numel(), device=self.device), idx] = 1
         return self.decode(eye)
 
-    def mass_weights(self, normalize: bool = False, chunk: int = 64) -> Tensor:
-        """Per-feature mass ``W_j = ||D(e_j)||_2`` (eq. 4.45), ``[K]``; over all pixels and
-        channels. ``normalize=True`` divides by the sum (weights summing to 1)."""
-        if self._mass is None:
+    def mass_weights(
+        self, normalize: bool = False, residual: bool = True, chunk: int = 64
+    ) -> Tensor:
+        """Per-feature mass ``W_j = ||D(e_j)||_2`` (eq. 4.45), ``[K]``, over all pixels and
+        channels. ``normalize=True`` divides by the sum (weights summing to 1).
+
+        ``residual=False`` leaves out each feature's share of the low-pass residual layer (the
+        mean colour, eq. 4.31): the feature that owns the residual cells otherwise carries a
+        large share of the total mass (48 % on the demo disc), and a feature of weight ``w``
+        cannot be switched off faster than ``w`` of the path's time at constant speed, which caps
+        the saturation (eq. 2.31) near ``1 - sum_j w_j^2 / 2``."""
+        key = bool(residual)
+        if key not in self._mass:
             out = []
             with torch.no_grad():
                 for start in range(0, self.num_features, chunk):
                     idx = list(range(start, min(start + chunk, self.num_features)))
-                    out.append(torch.linalg.vector_norm(self.features(idx), dim=(1, 2, 3)))
-            self._mass = torch.cat(out)
-        w = self._mass
+                    img = self.features(idx)
+                    if not residual and self.residual is not None:
+                        img = img - self._decode_residual(idx)
+                    out.append(torch.linalg.vector_norm(img, dim=(1, 2, 3)))
+            self._mass[key] = torch.cat(out)
+        w = self._mass[key]
         return w / w.sum().clamp_min(torch.finfo(w.dtype).tiny) if normalize else w.clone()
+
+    def _decode_residual(self, idx: list[int]) -> Tensor:
+        """The residual layer's part of ``D(e_j)`` for features ``idx`` -> ``[n, C, H, W]``."""
+        assert self.residual is not None
+        eye = torch.zeros(len(idx), self.num_features, dtype=self.dtype, device=self.device)
+        eye[torch.arange(len(idx), device=self.device), torch.as_tensor(idx)] = 1
+        y = decode_levels([self.residual], eye, self.residual.size)
+        for lv in self.levels[-2::-1]:
+            y = resample(y, lv.size)
+        return y
 
     # ----------------------------------------------------------------------------- heatmaps
     def voronoi_heatmap(self, values: Tensor) -> Tensor:
@@ -275,6 +306,14 @@ def _unit_range(image: Tensor) -> Tensor:
     return out
 
 
+def _residual_matrix(space: ScaleSpace, chi: sp.csr_matrix) -> sp.csr_matrix:
+    """``vstack_c(diag(T_res[c]) chi_res)`` ``[C*h*w, K]``: the residual layer alone."""
+    band = space.bands[-1].detach().to(torch.float64).cpu().numpy()
+    n_ch, hw = band.shape[0], band.shape[1] * band.shape[2]
+    blocks = [sp.diags(band[c].reshape(hw)) @ chi for c in range(n_ch)]
+    return sp.vstack(blocks, format="csr")
+
+
 def _level_matrices(
     space: ScaleSpace, level: int, cells: list[sp.csr_matrix], field_weights: list[np.ndarray]
 ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
@@ -339,6 +378,7 @@ def decompose(image: Tensor, params: SiftParams | None = None, **overrides) -> S
     field_weights = layer_weights(space, kp, p.field_weights)
     levels: list[SparseLevel] = []
     field_levels: list[SparseLevel] = []
+    residual: SparseLevel | None = None
     n_vox = 0
     for li, lv in enumerate(space.levels):  # one level at a time: peak memory ~ one level
         cells: list[sp.csr_matrix] = []
@@ -352,6 +392,15 @@ def decompose(image: Tensor, params: SiftParams | None = None, **overrides) -> S
             else:
                 cells.append(hard_cells(labels, k))
         z, v = _level_matrices(space, li, cells, field_weights)
+        if li == len(space.levels) - 1:  # the low-pass residual is the last layer
+            zr = _residual_matrix(space, cells[-1])
+            residual = SparseLevel(
+                factor=lv.factor,
+                size=lv.size,
+                channels=x.shape[0],
+                matrix=to_torch_csr(zr, x.dtype, x.device),
+                matrix_t=to_torch_csr(zr.T, x.dtype, x.device),
+            )
         del cells
         for mats, m, c in ((levels, z, x.shape[0]), (field_levels, v, 1)):
             mats.append(
@@ -378,4 +427,5 @@ def decompose(image: Tensor, params: SiftParams | None = None, **overrides) -> S
         field_levels=field_levels,
         n_voxels=n_vox,
         field_norm=norm,
+        residual=residual,
     )

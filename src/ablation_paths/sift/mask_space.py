@@ -26,6 +26,10 @@ class SiftMaskSpace(MaskSpace):
         mass_weighted: if ``True``, :meth:`weights` returns the normalised per-feature masses
             ``W_j / sum W`` (eq. 4.45) for the constant-speed metric; otherwise ``None`` (plain
             mean over features).
+        mass_residual: count each feature's share of the low-pass residual (the mean colour) in
+            its mass. Default ``False``: with it, the one feature owning the residual cells holds
+            about half the total mass and the path cannot saturate (see
+            :meth:`SiftDecomposition.mass_weights`).
 
     Attributes:
         mask_shape: ``(K,)``.
@@ -33,7 +37,12 @@ class SiftMaskSpace(MaskSpace):
         baseline: zeros ``[C, H, W]`` (implicit baseline ``D(0) = 0``, thesis 4.3.1).
     """
 
-    def __init__(self, decomposition: SiftDecomposition, mass_weighted: bool = False) -> None:
+    def __init__(
+        self,
+        decomposition: SiftDecomposition,
+        mass_weighted: bool = False,
+        mass_residual: bool = False,
+    ) -> None:
         self.decomposition = decomposition
         k = decomposition.num_features
         self.mask_shape = (k,)
@@ -42,6 +51,7 @@ class SiftMaskSpace(MaskSpace):
             self.target = decomposition.decode(ones)
         self.baseline = torch.zeros_like(self.target)
         self.mass_weighted = bool(mass_weighted)
+        self.mass_residual = bool(mass_residual)
 
     @classmethod
     def from_image(
@@ -71,7 +81,7 @@ class SiftMaskSpace(MaskSpace):
         """Normalised eq. 4.45 masses ``[K]`` (summing to 1) if ``mass_weighted``, else ``None``."""
         if not self.mass_weighted:
             return None
-        return self.decomposition.mass_weights(normalize=True)
+        return self.decomposition.mass_weights(normalize=True, residual=self.mass_residual)
 
     def to_image(self, values: Tensor) -> Tensor:
         """Voronoi-field heatmap (eq. 4.46-4.47): per-feature values ``[K]`` -> ``[H, W]``."""
