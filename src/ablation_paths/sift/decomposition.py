@@ -269,7 +269,7 @@ def _layer_sum(blocks: list[np.ndarray], stacked: sp.csr_matrix, hw: int) -> sp.
     matrix ``B = [diag(b_1) ... diag(b_L)]`` ``[hw, L*hw]`` built directly (row ``p`` holds
     ``b_l[p]`` at column ``l*hw + p``): no per-layer additions of growing matrices."""
     n_l = len(blocks)
-    data = np.stack(blocks, axis=1).ravel()  # [hw, L]
+    data = np.stack(blocks, axis=1).ravel().astype(stacked.dtype)  # [hw, L]
     indices = (np.arange(hw)[:, None] + hw * np.arange(n_l)[None, :]).ravel()
     indptr = np.arange(0, hw * n_l + 1, n_l)
     band = sp.csr_matrix((data, indices.astype(np.int32), indptr), shape=(hw, n_l * hw))
@@ -315,20 +315,25 @@ def _residual_matrix(space: ScaleSpace, chi: sp.csr_matrix) -> sp.csr_matrix:
 
 
 def _level_matrices(
-    space: ScaleSpace, level: int, cells: list[sp.csr_matrix], field_weights: list[np.ndarray]
+    space: ScaleSpace,
+    level: int,
+    stacked: sp.csr_matrix,
+    field_weights: list[np.ndarray],
+    dtype: type[np.floating],
 ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """One level's ``Z = sum_l vstack_c(diag(T_l[c]) chi^_l)`` ``[C*h*w, K]`` (eq. 4.33, 4.40) and
-    its field ``V = sum_l C_l chi^_l`` ``[h*w, K]`` (eq. 4.46), from the cells ``chi^_l`` of the
-    level's layers (in order) and the field weights ``C_l`` of all layers (``[1]`` or ``[h*w]``)."""
+    its field ``V = sum_l C_l chi^_l`` ``[h*w, K]`` (eq. 4.46), from the stacked cells
+    ``vstack_l(chi^_l)`` ``[L*h*w, K]`` of the level's layers (in order) and the field weights
+    ``C_l`` of all layers (``[1]`` or ``[h*w]``), in ``dtype``."""
     lv = space.levels[level]
     hw = lv.size[0] * lv.size[1]
     n_ch = int(space.bands[lv.layers[0]].shape[0])
-    stacked = sp.vstack(cells, format="csr")  # [L*hw, K]
     bands = [
-        space.bands[i].detach().to(torch.float64).cpu().numpy().reshape(n_ch, hw) for i in lv.layers
+        space.bands[i].detach().to(torch.float64).cpu().numpy().reshape(n_ch, hw).astype(dtype)
+        for i in lv.layers
     ]
     z = sp.vstack([_layer_sum([b[c] for b in bands], stacked, hw) for c in range(n_ch)], "csr")
-    ones = np.ones(hw)
+    ones = np.ones(hw, dtype=dtype)
     field = _layer_sum([ones * field_weights[i] for i in lv.layers], stacked, hw)  # broadcast
     return z, field
 
@@ -376,6 +381,7 @@ def decompose(image: Tensor, params: SiftParams | None = None, **overrides) -> S
     tree = cKDTree(np.stack([kp.x, kp.y, p.eta * kp.sigma], axis=1))
     hh, ww = space.image_size
     field_weights = layer_weights(space, kp, p.field_weights)
+    np_dtype = np.float64 if x.dtype == torch.float64 else np.float32
     levels: list[SparseLevel] = []
     field_levels: list[SparseLevel] = []
     residual: SparseLevel | None = None
@@ -388,10 +394,10 @@ def decompose(image: Tensor, params: SiftParams | None = None, **overrides) -> S
             labels = assign_cells(tree, lv.size, (hh, ww), layer.sigma, p.eta)
             if p.smooth_cells:
                 s = (layer.sigma * lv.size[0] / hh, layer.sigma * lv.size[1] / ww)
-                cells.append(sparsify(blur_cells(labels, k, s, p.truncate), p.cutoff))
+                chi = sparsify(blur_cells(labels, k, s, p.truncate), p.cutoff)
             else:
-                cells.append(hard_cells(labels, k))
-        z, v = _level_matrices(space, li, cells, field_weights)
+                chi = hard_cells(labels, k)
+            cells.append(chi.astype(np_dtype))  # float32 storage for float32 images
         if li == len(space.levels) - 1:  # the low-pass residual is the last layer
             zr = _residual_matrix(space, cells[-1])
             residual = SparseLevel(
@@ -401,7 +407,10 @@ def decompose(image: Tensor, params: SiftParams | None = None, **overrides) -> S
                 matrix=to_torch_csr(zr, x.dtype, x.device),
                 matrix_t=to_torch_csr(zr.T, x.dtype, x.device),
             )
-        del cells
+        stacked = sp.vstack(cells, format="csr")  # [L*hw, K]
+        cells.clear()  # the stacked copy is all that is needed: peak memory ~ one level's cells
+        z, v = _level_matrices(space, li, stacked, field_weights, np_dtype)
+        del stacked
         for mats, m, c in ((levels, z, x.shape[0]), (field_levels, v, 1)):
             mats.append(
                 SparseLevel(
