@@ -106,3 +106,18 @@ def test_redistribution_guard_for_vanishing_mass():
     np.testing.assert_allclose(out[1, 0], 0.0005 * (1 + (1 - 0.0005) / MIN_MASS))
     with pytest.raises(ValueError, match="cutoff"):
         sparsify(chi, 1.0)
+
+
+@pytest.mark.parametrize("cutoff", [None, 0.0, 0.05])
+def test_chunked_vertical_pass_equals_one_pass(monkeypatch, cutoff):
+    import ablation_paths.sift.cells as cells
+
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 9, size=(31, 45))
+    labels[:, 20:] = 3  # a large cell, so chunks see different feature sets
+    one = blur_cells(labels, 9, (2.5, 1.5))
+    if cutoff is not None:
+        one = sparsify(one, cutoff)
+    monkeypatch.setattr(cells, "CHUNK_ENTRIES", 500)  # many column chunks
+    many = blur_cells(labels, 9, (2.5, 1.5), cutoff=cutoff)
+    np.testing.assert_allclose(many.toarray(), one.toarray(), atol=1e-14)

@@ -90,3 +90,11 @@ def test_cuda_matches_cpu():
         y.sum().backward()
         outs.append((y.detach().cpu(), xd.grad.cpu()))
     torch.testing.assert_close(outs[0], outs[1])
+
+
+def test_dtype_mismatch_is_named():
+    a_np = _random(4, 3, 0.5, 0)
+    a = to_torch_csr(a_np, torch.float32, "cpu")
+    a_t = to_torch_csr(a_np.T, torch.float32, "cpu")
+    with pytest.raises(ValueError, match="dtype and device"):
+        sparse_matmul(a, a_t, torch.zeros(3, 1, dtype=torch.float64))

@@ -9,6 +9,10 @@ other matrix; no gradient flows into the matrix. Two layouts are served by one a
 * :func:`sparse_apply_last` - ``x @ A^T`` along the last axis of ``x`` ``[..., n]``.
 
 :func:`to_torch_csr` converts a SciPy matrix into the torch CSR form used here.
+
+On the CPU the products run through SciPy on the same arrays (no copy): SciPy's CSR @ dense
+kernel is 3 to 4 times faster than torch's there (3.2 M non-zeros times 16 columns: 12-17 ms
+against 51 ms, one thread). Other devices use torch's kernels (cuSPARSE on CUDA).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import Tensor
@@ -47,14 +52,28 @@ def to_torch_csr(mat: sp.spmatrix, dtype: torch.dtype, device: torch.device | st
     return out.to(device)
 
 
-def _right(x: Tensor, m: Tensor, m_t: Tensor) -> Tensor:
-    """``x @ M^T`` for dense ``x`` ``[B, n]`` and CSR ``m`` ``[k, n]`` (``m_t`` = ``M^T``).
+def _scipy(m: Tensor) -> sp.csr_matrix:
+    """A SciPy view (no copy) of a CPU torch CSR tensor."""
+    return sp.csr_matrix(
+        (m.values().numpy(), m.col_indices().numpy(), m.crow_indices().numpy()),
+        shape=(int(m.shape[0]), int(m.shape[1])),
+        copy=False,
+    )
 
-    On the CPU the dense @ CSR product writes a contiguous result directly (no transposes); on
-    other devices the well-supported CSR @ dense form ``(M @ x^T)^T`` is used.
-    """
+
+def _left(m: Tensor, x: Tensor) -> Tensor:
+    """``M @ x`` for CSR ``m`` ``[k, n]`` and dense ``x`` ``[n, B]``."""
     if x.device.type == "cpu":
-        return x @ m_t
+        return torch.from_numpy(np.asarray(_scipy(m) @ x.detach().numpy()))
+    return m @ x
+
+
+def _right(x: Tensor, m: Tensor, m_t: Tensor) -> Tensor:
+    """``x @ M^T`` for dense ``x`` ``[B, n]`` and CSR ``m`` ``[k, n]`` (``m_t`` = ``M^T``), as
+    ``(M @ x^T)^T``, the well-supported CSR @ dense form, made contiguous."""
+    if x.device.type == "cpu":
+        out = np.asarray(_scipy(m) @ x.detach().numpy().T).T
+        return torch.from_numpy(np.ascontiguousarray(out))
     return (m @ x.T).T.contiguous()
 
 
@@ -66,29 +85,34 @@ class _ConstSparseMatmul(torch.autograd.Function):
         ctx: Any, x: Tensor, a: Tensor, a_t: Tensor, right: bool
     ) -> Tensor:
         ctx.a, ctx.a_t, ctx.right = a, a_t, right
-        return _right(x, a, a_t) if right else a @ x
+        return _right(x, a, a_t) if right else _left(a, x)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
         if ctx.right:  # d(x A^T) -> grad @ A = grad @ (A^T)^T
             return _right(grad.contiguous(), ctx.a_t, ctx.a), None, None, None
-        return ctx.a_t @ grad, None, None, None
+        return _left(ctx.a_t, grad.contiguous()), None, None, None
 
 
-def _check(a: Tensor, a_t: Tensor, n: int) -> None:
+def _check(a: Tensor, a_t: Tensor, x: Tensor, n: int) -> None:
     if a.dim() != 2 or tuple(a_t.shape) != (a.shape[1], a.shape[0]):
         raise ValueError(
             f"a_t must be the transpose of a: got shapes {tuple(a.shape)} and {tuple(a_t.shape)}"
         )
     if a.shape[1] != n:
         raise ValueError(f"sparse matrix {tuple(a.shape)} cannot multiply an axis of length {n}")
+    if a.dtype != x.dtype or a_t.dtype != x.dtype or a.device != x.device:
+        raise ValueError(
+            f"sparse matrix ({a.dtype} on {a.device}) and input ({x.dtype} on {x.device}) "
+            "must share dtype and device"
+        )
 
 
 def sparse_matmul(a: Tensor, a_t: Tensor, x: Tensor) -> Tensor:
     """Differentiable ``A @ x`` for sparse CSR ``a`` ``[m, n]``, its transpose ``a_t`` ``[n, m]``
     and dense ``x`` ``[n, B]`` -> ``[m, B]``; the gradient with respect to ``x`` is
     ``A^T @ grad``."""
-    _check(a, a_t, int(x.shape[0]))
+    _check(a, a_t, x, int(x.shape[0]))
     out = _ConstSparseMatmul.apply(x, a, a_t, False)
     assert isinstance(out, Tensor)
     return out
@@ -99,7 +123,7 @@ def sparse_apply_last(x: Tensor, a: Tensor, a_t: Tensor) -> Tensor:
     ``a`` ``[m, n]`` with transpose ``a_t``; the gradient with respect to ``x`` is
     ``grad @ A``."""
     n = int(x.shape[-1])
-    _check(a, a_t, n)
+    _check(a, a_t, x, n)
     flat = x.contiguous().reshape(-1, n)
     out = _ConstSparseMatmul.apply(flat, a, a_t, True)
     assert isinstance(out, Tensor)

@@ -110,17 +110,25 @@ def _blur_axis(
     return out.row, out.col // n_features, out.col % n_features, out.data
 
 
+CHUNK_ENTRIES = 2_000_000
+"""Target number of intermediate entries per column chunk of the vertical blur pass."""
+
+
 def blur_cells(
     labels: np.ndarray,
     n_features: int,
     sigma: tuple[float, float],
     truncate: float = 4.0,
+    cutoff: float | None = None,
 ) -> sp.csr_matrix:
     """Smoothed indicators ``chi~_{i,l} = gamma_sigma * chi_{i,l}`` (eq. 4.27) as CSR ``[h*w, K]``.
 
     ``sigma = (sigma_y, sigma_x)`` in pixels of the layer's grid. Uses the same folded-boundary
     Gaussian as the scale space, so each row sums to 1 (partition of unity). Computed as two sparse
-    products, horizontal then vertical, on the one-hot indicators.
+    products, horizontal then vertical, on the one-hot indicators. The vertical pass runs on
+    column chunks of about :data:`CHUNK_ENTRIES` intermediate entries; with ``cutoff`` each chunk
+    is sparsified (:func:`sparsify`, which works row by row) before the next, so the unsparsified
+    blur of the whole layer is never held at once. ``cutoff=None`` returns the plain blur.
     """
     h, w = labels.shape
     yy, xx = np.divmod(np.arange(h * w), w)
@@ -130,10 +138,29 @@ def blur_cells(
     ky = gaussian_operator(h, sigma[0], truncate)
     # horizontal: axis x, other y
     x1, y1, c1, d1 = _blur_axis(kx, xx, yy, lab, ones, h, n_features)
-    # vertical: axis y, other x
-    y2, x2, c2, d2 = _blur_axis(ky, y1, x1, c1, d1, w, n_features)
-    out = sp.csr_matrix((d2, (y2 * w + x2, c2)), shape=(h * w, n_features))
-    return out
+    # vertical: axis y, other x; chunks of whole columns hold whole pixels (rows of the result)
+    taps = max(1, ky.nnz // max(h, 1))
+    n_chunks = int(min(w, max(1, np.ceil(x1.size * taps / CHUNK_ENTRIES))))
+    bounds = np.linspace(0, w, n_chunks + 1).round().astype(np.int64)
+    order = np.argsort(x1, kind="stable") if n_chunks > 1 else np.arange(x1.size)
+    starts = np.searchsorted(x1[order], bounds)
+    parts: list[sp.coo_matrix] = []
+    for k in range(n_chunks):
+        sel = order[starts[k] : starts[k + 1]]
+        x0, xw = int(bounds[k]), int(bounds[k + 1] - bounds[k])
+        y2, x2, c2, d2 = _blur_axis(ky, y1[sel], x1[sel] - x0, c1[sel], d1[sel], xw, n_features)
+        part = sp.csr_matrix((d2, (y2 * w + x2 + x0, c2)), shape=(h * w, n_features))
+        if n_chunks == 1:
+            return part if cutoff is None else sparsify(part, cutoff)
+        parts.append((part if cutoff is None else sparsify(part, cutoff)).tocoo())
+    # the chunks hold disjoint rows (pixels): concatenating their entries is their sum
+    return sp.csr_matrix(
+        (
+            np.concatenate([q.data for q in parts]),
+            (np.concatenate([q.row for q in parts]), np.concatenate([q.col for q in parts])),
+        ),
+        shape=(h * w, n_features),
+    )
 
 
 def sparsify(chi: sp.csr_matrix, cutoff: float) -> sp.csr_matrix:
