@@ -19,7 +19,7 @@ from scipy.spatial import cKDTree
 from torch import Tensor
 
 from ablation_paths.diagnostics import InputWarning
-from ablation_paths.sift.cells import assign_cells, blur_cells, hard_cells, sparsify
+from ablation_paths.sift.cells import assign_cells, blur_cells, hard_cells
 from ablation_paths.sift.decoder import SparseLevel, decode_levels, to_torch_csr
 from ablation_paths.sift.heatmaps import layer_weights, local_contrast, voronoi_field
 from ablation_paths.sift.keypoints import Keypoints, default_keypoint, detect_keypoints, luma
