@@ -394,7 +394,7 @@ def decompose(image: Tensor, params: SiftParams | None = None, **overrides) -> S
             labels = assign_cells(tree, lv.size, (hh, ww), layer.sigma, p.eta)
             if p.smooth_cells:
                 s = (layer.sigma * lv.size[0] / hh, layer.sigma * lv.size[1] / ww)
-                chi = blur_cells(labels, k, s, p.truncate, cutoff=p.cutoff)
+                chi = blur_cells(labels, k, s, p.truncate, cutoff=p.cutoff, dtype=np_dtype)
             else:
                 chi = hard_cells(labels, k)
             cells.append(chi.astype(np_dtype))  # float32 storage for float32 images

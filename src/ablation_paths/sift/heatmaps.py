@@ -61,7 +61,7 @@ def _local_energy(space: ScaleSpace) -> list[np.ndarray]:
     hh, ww = space.image_size
     energy: list[Tensor] = []  # on each layer's own grid
     for layer, band in zip(space.layers, space.bands, strict=True):
-        e = band.double().pow(2).sum(0)
+        e = band.pow(2).sum(0)  # image dtype (float32 convolutions are twice as fast)
         if layer.is_residual:
             e = torch.zeros_like(e)
         else:
