@@ -92,3 +92,33 @@ def test_fft_blur_agrees_with_spatial_blur() -> None:
 def test_module_twin() -> None:
     x = torch.randn(2, 1, 8, 8)
     torch.testing.assert_close(GaussianBlur2d((1.0, 2.0))(x), gaussian_blur(x, (1.0, 2.0)))
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(n=st.integers(1, 40), sigma=st.floats(0.2, 60.0), truncate=st.sampled_from([3.0, 4.0]))
+def test_sparse_operator_equals_dense_matrix(n: int, sigma: float, truncate: float) -> None:
+    from ablation_paths.filters import gaussian_operator
+
+    op = gaussian_operator(n, sigma, truncate)
+    dense = gaussian_matrix(n, sigma, truncate).numpy()
+    np.testing.assert_allclose(op.toarray(), dense, atol=1e-15)
+    assert op.nnz <= min(n * (2 * int(truncate * sigma + 0.5) + 1), n * n)
+    x = np.random.default_rng(n).standard_normal(n)
+    want = ndimage.gaussian_filter1d(x, sigma, mode="reflect", truncate=truncate)
+    np.testing.assert_allclose(op @ x, want, atol=1e-10)
+
+
+def test_sparse_operator_identity_and_errors() -> None:
+    from ablation_paths.filters import gaussian_operator
+
+    np.testing.assert_array_equal(gaussian_operator(5, 0.0).toarray(), np.eye(5))
+    with pytest.raises(ValueError, match="n must be"):
+        gaussian_operator(0, 1.0)
+
+
+@pytest.mark.parametrize("n,sigma", [(9, 2.0), (9, 3.0), (16, 40.0), (50, 7.0)])
+def test_wide_and_narrow_kernels_agree_with_scipy(n: int, sigma: float) -> None:
+    # both branches of the axis blur (padded convolution; folded matrix when 2r + 1 > n)
+    x = np.random.default_rng(1).standard_normal((1, n, n))
+    ours = gaussian_blur(torch.from_numpy(x), sigma).numpy()
+    np.testing.assert_allclose(ours, _scipy(x, sigma, sigma), atol=1e-10)

@@ -205,6 +205,21 @@ def test_without_figures(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "img0" / "summary.json").read_text())["target"] >= 0
 
 
+def test_result_warnings_recorded_once_not_printed(tmp_path: Path) -> None:
+    import warnings
+
+    from ablation_paths.diagnostics import AblationPathWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        explain_many(_net(), _images(2), out=tmp_path, progress=False, max_iterations=1)
+    assert not [w for w in caught if issubclass(w.category, AblationPathWarning)]
+    for name in ("img0", "img1"):
+        rec = json.loads((tmp_path / name / DONE_FILE).read_text())
+        assert not rec["converged"]  # one iteration: unsaturated
+        assert sum("did not saturate" in w for w in rec["warnings"]) == 1
+
+
 def test_item_targets_win(tmp_path: Path) -> None:
     items = [ImageItem("a", _images(1)[0][1], target=2), ("b", _images(1, 1)[0][1], 1)]
     run = explain_many(_net(), items, out=tmp_path, target=0, progress=False, **FAST)

@@ -628,5 +628,7 @@ def write_report(
     """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_report(result, title=title), encoding="utf-8")
+    from ablation_paths.io import atomic_write_text  # atomic: never a truncated report
+
+    atomic_write_text(out, render_report(result, title=title))
     return out

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ablation_paths._optional import require
 from ablation_paths.devices import model_device
 from ablation_paths.result import AblationPathResult
 from ablation_paths.scores import SCORES
@@ -253,7 +254,7 @@ def _last_conv(model: nn.Module) -> nn.Module:
 def integrated_gradients(
     model: nn.Module, image: Tensor, target: int, options: MethodOptions
 ) -> Tensor:
-    from captum.attr import IntegratedGradients
+    IntegratedGradients = require("captum.attr", extra="bench").IntegratedGradients
 
     x = _batch(model, image)
     attr = IntegratedGradients(model).attribute(
@@ -266,7 +267,7 @@ def integrated_gradients(
 def gradient_saliency(
     model: nn.Module, image: Tensor, target: int, options: MethodOptions
 ) -> Tensor:
-    from captum.attr import Saliency
+    Saliency = require("captum.attr", extra="bench").Saliency
 
     attr = Saliency(model).attribute(_batch(model, image), target=target, abs=True)
     return attr[0].max(0).values
@@ -274,7 +275,8 @@ def gradient_saliency(
 
 @register("gradcam", "gradient", "Grad-CAM (Captum) on the last conv layer, bilinear upsampling")
 def grad_cam(model: nn.Module, image: Tensor, target: int, options: MethodOptions) -> Tensor:
-    from captum.attr import LayerAttribution, LayerGradCam
+    attr = require("captum.attr", extra="bench")
+    LayerAttribution, LayerGradCam = attr.LayerAttribution, attr.LayerGradCam
 
     x = _batch(model, image)
     attr = LayerGradCam(model, _last_conv(model)).attribute(
@@ -286,7 +288,7 @@ def grad_cam(model: nn.Module, image: Tensor, target: int, options: MethodOption
 
 @register("occlusion", "perturbation", "Occlusion (Captum), window 1/8, stride 1/16 of the side")
 def occlusion(model: nn.Module, image: Tensor, target: int, options: MethodOptions) -> Tensor:
-    from captum.attr import Occlusion
+    Occlusion = require("captum.attr", extra="bench").Occlusion
 
     x = _batch(model, image)
     side = max(x.shape[-2:])

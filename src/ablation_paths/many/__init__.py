@@ -43,6 +43,7 @@ import signal
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -299,11 +300,37 @@ def explain_item(
     target: int | str | None,
     settings: ManySettings,
 ) -> AblationPathResult:
-    """One image's explanation as both engines compute it (``payload`` from the driver)."""
+    """One image's explanation as both engines compute it (``payload`` from the driver).
+
+    The library's own warnings about the result are not printed (they would be repeated for
+    every image and break the progress bar); their messages go to ``result.info["warnings"]``,
+    and from there to ``done.json`` and the gallery. Other warnings pass through."""
     from ablation_paths.api import explain
+    from ablation_paths.diagnostics import AblationPathWarning
 
     start = time.perf_counter()
-    result = explain(
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AblationPathWarning)
+        result = _explain(explain, model, payload, target, settings)
+    ours = []
+    for w in caught:
+        if issubclass(w.category, AblationPathWarning):
+            ours.append(" ".join(str(w.message).split()))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    result.info["warnings"] = list(dict.fromkeys(ours))
+    result.info["wall_seconds"] = time.perf_counter() - start
+    return result
+
+
+def _explain(
+    explain: Callable[..., AblationPathResult],
+    model: nn.Module | Callable[[Tensor], Tensor],
+    payload: Any,
+    target: int | str | None,
+    settings: ManySettings,
+) -> AblationPathResult:
+    return explain(
         model,
         _decode(payload),
         target if target is not None else settings.target,
@@ -318,8 +345,6 @@ def explain_item(
         feature_options=settings.feature_options,
         **settings.options,
     )
-    result.info["wall_seconds"] = time.perf_counter() - start
-    return result
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -416,7 +441,15 @@ def write_image_outputs(
         "converged": result.converged,
         "pinned": result.pinned,
         "iterations": result.iterations,
-        "warnings": [msg for _, msg in result_warnings(result)],
+        "warnings": list(
+            dict.fromkeys(
+                " ".join(m.split())
+                for m in [
+                    *result.info.get("warnings", []),
+                    *(m for _, m in result_warnings(result)),
+                ]
+            )
+        ),
         "seconds": float(result.info.get("wall_seconds", 0.0)),
         "finished": time.time(),
     }

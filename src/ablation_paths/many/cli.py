@@ -17,8 +17,6 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-import torch
-
 __all__ = ["add_audit_parser", "add_many_arguments", "cmd_audit", "run_many", "wants_many"]
 
 
@@ -81,14 +79,17 @@ def _parse_target(value: str | None) -> int | str | None:
 def run_many(args: argparse.Namespace) -> int:
     """``explain`` over many images; exit status 0, 1 (some images failed) or 130
     (interrupted; finished images are kept)."""
-    from ablation_paths.many import explain_many
-    from ablation_paths.models import imagenet_normalize, load_model_spec
+    from ablation_paths.io import check_output_dir
+    from ablation_paths.many import explain_many, read_done
+    from ablation_paths.models import imagenet_normalize, load_model_spec, resolve_device
     from ablation_paths.optimizer import AblationPathConfig
 
     if not args.images:
         raise ValueError("give a folder, a glob, a LIST.txt or image files")
     engine = args.engine
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    # not checked on a Ray driver: the actors may have GPUs this machine lacks
+    device = str(resolve_device(args.device)) if engine == "local" else args.device
+    check_output_dir(args.out)
     # the Ray driver keeps the model on the CPU; each actor moves it to its own device
     loaded = load_model_spec(args.model, device="cpu" if engine == "ray" else device)
     class_names = loaded.class_names
@@ -113,7 +114,7 @@ def run_many(args: argparse.Namespace) -> int:
         transform=transform,
         class_names=class_names,
         image_size=size,
-        device=args.device if engine == "ray" else device,
+        device=device,
         resume=args.resume,
         engine=engine,
         address=args.address,
@@ -130,6 +131,9 @@ def run_many(args: argparse.Namespace) -> int:
         f"{len(run.done)} explained, {len(run.skipped)} already done, {len(run.failed)} failed "
         f"of {len(run.names)} images in {run.seconds:.1f}s ({engine}) -> {where}"
     )
+    flagged = sum(1 for f in run.folders() if (read_done(f) or {}).get("warnings"))
+    if flagged:
+        print(f"  {flagged} image(s) with warnings: see the gallery", file=sys.stderr)
     if run.interrupted:
         print("interrupted: finished images are kept; rerun to continue", file=sys.stderr)
         return 130

@@ -36,6 +36,10 @@ class SiftMaskSpace(MaskSpace):
         mass_weighted: if ``True``, :meth:`weights` returns the normalised per-feature masses
             ``W_j / sum W`` (eq. 4.45) for the constant-speed metric; otherwise ``None`` (plain
             mean over features).
+        mass_residual: count each feature's share of the low-pass residual (the mean colour) in
+            its mass. Default ``False``: with it, the one feature owning the residual cells holds
+            about half the total mass and the path cannot saturate (see
+            :meth:`SiftDecomposition.mass_weights`).
 
     Attributes:
         mask_shape: ``(K,)``.
@@ -43,7 +47,12 @@ class SiftMaskSpace(MaskSpace):
         baseline: zeros ``[C, H, W]`` (implicit baseline ``D(0) = 0``, thesis 4.3.1).
     """
 
-    def __init__(self, decomposition: SiftDecomposition, mass_weighted: bool = False) -> None:
+    def __init__(
+        self,
+        decomposition: SiftDecomposition,
+        mass_weighted: bool = False,
+        mass_residual: bool = False,
+    ) -> None:
         self.decomposition = decomposition
         k = decomposition.num_features
         self.mask_shape = (k,)
@@ -52,6 +61,7 @@ class SiftMaskSpace(MaskSpace):
             self.target = decomposition.decode(ones)
         self.baseline = torch.zeros_like(self.target)
         self.mass_weighted = bool(mass_weighted)
+        self.mass_residual = bool(mass_residual)
 
     @classmethod
     def from_image(
@@ -81,7 +91,7 @@ class SiftMaskSpace(MaskSpace):
         """Normalised eq. 4.45 masses ``[K]`` (summing to 1) if ``mass_weighted``, else ``None``."""
         if not self.mass_weighted:
             return None
-        return self.decomposition.mass_weights(normalize=True)
+        return self.decomposition.mass_weights(normalize=True, residual=self.mass_residual)
 
     def to_image(self, values: Tensor) -> Tensor:
         """Voronoi-field heatmap (eq. 4.46-4.47): per-feature values ``[K]`` -> ``[H, W]``."""
@@ -90,6 +100,36 @@ class SiftMaskSpace(MaskSpace):
                 f"values must be [K] with K = {self.mask_shape[0]}, got {tuple(values.shape)}"
             )
         return self.decomposition.voronoi_heatmap(values)
+
+    def extra_heatmaps(self, path: Tensor, probs: Tensor, target: int) -> dict[str, Tensor]:
+        """Heatmaps beyond the per-feature reductions: ``{"sift_contrast": [H, W]}``.
+
+        ``sift_contrast`` is the local contrast (eq. 4.48, ``sigma_LP = 8``, ``sigma_HP = 5`` px)
+        of the image decoded from the class-transition reduction (2.7.2B): the features still
+        kept at the last time the target class ranks first, ``D(1 - phi(t_clt))`` - the
+        combination that scored best in the thesis's Table 4.2.
+
+        Args:
+            path: interior samples ``[T, K]`` of the (first) path (1 = removed).
+            probs: class probabilities ``[T + 2, n_classes]`` along it, with both ends.
+            target: the explained class.
+        """
+        from ablation_paths.reductions import class_transition_index
+
+        if path.dim() != 2 or tuple(path.shape[1:]) != self.mask_shape:
+            raise ValueError(
+                f"path must be [T, K] with K = {self.mask_shape[0]}, got {tuple(path.shape)}"
+            )
+        if probs.dim() != 2 or probs.shape[0] != path.shape[0] + 2:
+            raise ValueError(
+                f"probs must be [T + 2, n_classes] = [{path.shape[0] + 2}, n], "
+                f"got {tuple(probs.shape)}"
+            )
+        p = path.to(device=self.decomposition.device, dtype=self.decomposition.dtype)
+        kept = 1 - p[class_transition_index(probs[1:-1], target)]
+        with torch.no_grad():
+            heat = self.decomposition.contrast_heatmap(kept)
+        return {"sift_contrast": heat}
 
     def contrast_image(self, masks: Tensor, sigma_lp: float = 8.0, sigma_hp: float = 5.0) -> Tensor:
         """Local-contrast heatmaps (eq. 4.48) of the masked images: masks ``[K]`` or a path
