@@ -225,13 +225,17 @@ def test_auto_regularization_picks_weakest_unpinned(tiny_model, tiny_image):
 def test_auto_regularization_all_pinned_falls_back_to_strongest(tiny_image):
     from ablation_paths.optimizer import AUTO_REGULARIZATION
 
-    class Confident(nn.Module):
-        def forward(self, x):
-            m = x.mean(dim=(1, 2, 3))
-            return torch.stack([20 + m, m, -m], dim=1)  # class 0 wins by a mile everywhere
+    class Contrast(nn.Module):
+        """Class 0 grows with the image's contrast: a half-ablated image is classified far more
+        confidently than the flat image or the black baseline, so every path is pinned."""
 
+        def forward(self, x):
+            s = x.flatten(1).std(dim=1)
+            return torch.stack([40 * s, 0 * s, 0 * s], dim=1)
+
+    flat = 0.5 + 0.01 * torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
     r = ap.explain(
-        Confident().eval(), tiny_image, target=0, regularization="auto", baseline="black", **FAST
+        Contrast().eval(), flat, target=0, regularization="auto", baseline="black", **FAST
     )
     auto = r.info["regularization_auto"]
     assert len(auto["tried"]) == len(AUTO_REGULARIZATION) and auto["all_pinned"]

@@ -1,0 +1,176 @@
+"""Mutation testing of the core modules, one module at a time (``make mutants``).
+
+Each module is mutated by `mutmut <https://github.com/boxed/mutmut>`_ (3.x) in a scratch copy of
+the repository, and each mutant is judged by that module's own tests only (a few seconds per
+mutant instead of the whole suite). The per-module score is printed and, with ``--markdown``,
+written as a table for ``docs/testing.md``.
+
+Usage::
+
+    python scripts/mutants.py                       # every module of MODULES
+    python scripts/mutants.py reductions scores     # some of them
+    python scripts/mutants.py --list                # the module -> tests table
+    python scripts/mutants.py reductions --survivors  # also print each surviving mutant's diff
+
+Mutants are run with ``OMP_NUM_THREADS=1`` and ``--max-children`` (default 1) workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: module (short name) -> (source file, the tests that guard it)
+MODULES: dict[str, tuple[str, list[str]]] = {
+    "paths": ("src/ablation_paths/paths.py", ["tests/test_paths.py"]),
+    "scores": (
+        "src/ablation_paths/scores.py",
+        ["tests/test_scores.py", "tests/test_optimizer.py"],
+    ),
+    "optimizer": (
+        "src/ablation_paths/optimizer.py",
+        ["tests/test_optimizer.py", "tests/test_scores.py", "tests/test_theorem5.py"],
+    ),
+    "reductions": ("src/ablation_paths/reductions.py", ["tests/test_reductions.py"]),
+    "diagnostics": ("src/ablation_paths/diagnostics.py", ["tests/test_diagnostics.py"]),
+    "result": ("src/ablation_paths/result.py", ["tests/test_roundtrip.py"]),
+    "baselines": ("src/ablation_paths/baselines.py", ["tests/test_baseline_search.py"]),
+    "bench.metrics": ("src/ablation_paths/bench/metrics.py", ["tests/test_bench_metrics.py"]),
+}
+
+_COPY = ("src", "tests", "pyproject.toml")
+
+
+def _config(source: str, tests: list[str]) -> str:
+    args = ", ".join(json.dumps(t) for t in tests)
+    return (
+        "\n[tool.mutmut]\n"
+        'source_paths = ["src"]\n'
+        f"only_mutate = [{json.dumps(source)}]\n"
+        f"pytest_add_cli_args_test_selection = [{args}]\n"
+        'pytest_add_cli_args = ["-q", "-x", "-p", "no:cacheprovider", "-p", "no:randomly"]\n'
+        # torch is not fork-safe after it has started threads: fork workers from a clean server
+        'process_isolation = "forkserver"\n'
+        "use_git_change_detection = false\n"
+    )
+
+
+def _scratch(source: str, tests: list[str]) -> Path:
+    work = Path(tempfile.mkdtemp(prefix="mutants-"))
+    for name in _COPY:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, work / name)
+    pyproject = work / "pyproject.toml"
+    text = re.sub(r"\n\[tool\.mutmut\][^\[]*", "\n", pyproject.read_text())
+    pyproject.write_text(text + _config(source, tests))
+    return work
+
+
+_STATUS = re.compile(r"^\s*(\S+): (\w[\w ]*)$")
+
+
+def run_module(name: str, children: int, survivors: bool) -> dict[str, object]:
+    source, tests = MODULES[name]
+    missing = [t for t in tests if not (ROOT / t).exists()]
+    if missing:
+        raise SystemExit(f"{name}: missing test files {missing}")
+    work = _scratch(source, tests)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env.pop("PYTHONPATH", None)
+    mutmut = [sys.executable, "-m", "mutmut"]
+    start = time.perf_counter()
+    run = subprocess.run(
+        [*mutmut, "run", "--max-children", str(children)],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - start
+    res = subprocess.run(
+        [*mutmut, "results", "--all", "true"], cwd=work, env=env, capture_output=True, text=True
+    )
+    counts: dict[str, int] = {}
+    surviving: list[str] = []
+    for line in res.stdout.splitlines():
+        m = _STATUS.match(line)
+        if m:
+            counts[m.group(2)] = counts.get(m.group(2), 0) + 1
+            if m.group(2) in ("survived", "no tests"):
+                surviving.append(m.group(1))
+    total = sum(counts.values())
+    killed = counts.get("killed", 0) + counts.get("timeout", 0)
+    out: dict[str, object] = {
+        "module": name,
+        "source": source,
+        "tests": tests,
+        "mutants": total,
+        "killed": killed,
+        "score": killed / total if total else float("nan"),
+        "counts": counts,
+        "survivors": surviving,
+        "seconds": round(seconds, 1),
+    }
+    if total == 0:
+        out["error"] = (run.stdout[-3000:] + run.stderr[-3000:]).strip()
+    if survivors:
+        diffs = {}
+        for mutant in surviving:
+            show = subprocess.run(
+                [*mutmut, "show", mutant], cwd=work, env=env, capture_output=True, text=True
+            )
+            diffs[mutant] = show.stdout
+        out["diffs"] = diffs
+    shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modules", nargs="*", help=f"default: all of {', '.join(MODULES)}")
+    parser.add_argument("--max-children", type=int, default=1)
+    parser.add_argument("--survivors", action="store_true", help="print surviving mutants")
+    parser.add_argument("--json", type=Path, help="append one JSON line per module here")
+    parser.add_argument("--list", action="store_true")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, (source, tests) in MODULES.items():
+            print(f"{name:14s} {source:40s} {' '.join(tests)}")
+        return 0
+    unknown = [m for m in args.modules if m not in MODULES]
+    if unknown:
+        parser.error(f"unknown module(s) {unknown}; known: {', '.join(MODULES)}")
+    print("| module | mutants | killed | score | surviving | seconds |")
+    print("|---|---|---|---|---|---|")
+    for name in args.modules or list(MODULES):
+        r = run_module(name, args.max_children, args.survivors)
+        if args.json:
+            with open(args.json, "a") as fh:
+                fh.write(json.dumps({k: v for k, v in r.items() if k != "diffs"}) + "\n")
+        print(
+            f"| {name} | {r['mutants']} | {r['killed']} | {float(r['score']):.0%} | "
+            f"{len(r['survivors'])} | {r['seconds']} |",  # type: ignore[arg-type]
+            flush=True,
+        )
+        if "error" in r:
+            print(r["error"], file=sys.stderr)
+        for mutant, diff in dict(r.get("diffs", {})).items():  # type: ignore[call-overload]
+            print(f"\n--- {mutant}\n{diff}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
