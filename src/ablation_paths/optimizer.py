@@ -407,6 +407,7 @@ def optimize_paths(
                 # constant-speed path is the affine one): the path is stationary.
                 stopped = "stationary"
                 break
+            used = max(steps)
             h = torch.tensor(steps, dtype=flat.dtype, device=flat.device).view(n_p, 1, 1)
             step = flat * (h / torch.where(norm > 0, norm, 1.0))
             new = (paths.reshape(n_p, t_count, -1) + step).reshape(paths.shape)
@@ -442,7 +443,7 @@ def optimize_paths(
                 "iteration": float(iterations),
                 "path_score": current_score,
                 "saturation": sat,
-                "step_size": max(steps),
+                "step_size": used,
             }
             history.append(stats)
             if progress is not None:
