@@ -402,13 +402,3 @@ def test_report_in_headless_chromium(straddle: AblationPathResult, tmp_path: Pat
         finally:
             browser.close()
     assert problems == []
-
-
-def test_missing_browser_skips_or_fails_when_required(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)
-    monkeypatch.setenv("ABLATION_PATHS_REQUIRE_BROWSER", "1")
-    with pytest.raises(pytest.fail.Exception, match="REQUIRE_BROWSER"):
-        _chromium()
-    monkeypatch.delenv("ABLATION_PATHS_REQUIRE_BROWSER")
-    with pytest.raises(pytest.skip.Exception, match="Chromium"):
-        _chromium()
