@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint typecheck check clean
+.PHONY: demo test test-fast lint typecheck check clean mutants
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 check: lint typecheck
+
+# Mutation testing of the core modules, each against its own tests (see docs/testing.md);
+# MODULES="reductions scores" restricts it.
+mutants: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/mutants.py $(MODULES)
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache .mypy_cache .ruff_cache

@@ -129,3 +129,32 @@ def test_natural_reductions():
     assert natural_reduction("straddle") == "contrastive"
     for score in ("retain", "dissipate", "contrastive"):
         assert natural_reduction(score) == "class_transition"
+
+
+def test_defaults_are_the_retaining_orientation():
+    probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])
+    torch.testing.assert_close(average(PATH), average(PATH, "retain"))
+    torch.testing.assert_close(
+        class_transition(PATH, probs, 0), class_transition(PATH, probs, 0, "retain")
+    )
+
+
+def test_a_single_dominated_sample_is_the_transition():
+    # target 1 ranks first only at sample 1, though its probability is higher at sample 0
+    probs = torch.tensor([[0.5, 0.45, 0.05], [0.3, 0.4, 0.3], [0.9, 0.05, 0.05]])
+    assert class_transition_index(probs, 1) == 1
+
+
+def test_influence_keeps_the_path_dtype():
+    path = torch.tensor([[[1.0, 0.0]]])
+    probs = torch.tensor([1.0, 0.2, 0.1], dtype=torch.float64)
+    assert influence(path, probs).dtype == torch.float32
+
+
+def test_boundary_window_in_double_precision():
+    w = boundary_window(3, 5, dtype=torch.float64)
+    y = (np.arange(3) + 0.5) / 3
+    x = (np.arange(5) + 0.5) / 5
+    ref = np.sqrt(np.outer(np.sin(np.pi * y), np.sin(np.pi * x)))
+    assert w.dtype == torch.float64
+    np.testing.assert_allclose(w.numpy(), ref, rtol=1e-14)
