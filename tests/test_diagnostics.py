@@ -64,6 +64,15 @@ def test_pinned_needs_both_conditions():
     assert not is_pinned(1.5, "straddle", 0.6, 0.3, n_steps=16)
 
 
+def test_decidable_when_there_is_room_between_the_bounds():
+    assert score_bounds("retain", 0.9, 0.2, n_steps=16).decidable()
+    assert not score_bounds("retain", 0.99, 0.2, n_steps=16).decidable()
+    assert score_bounds("retain", 0.99, 0.2, n_steps=16).decidable(margin=0.004)
+    # exactly 2 * margin apart: not decidable (binary fractions, exact)
+    assert not score_bounds("retain", 0.5, 0.25, n_steps=2).decidable(margin=0.25)
+    assert score_bounds("retain", 0.25, 0.25, n_steps=2).decidable(margin=0.25)
+
+
 def test_pinned_boundaries_are_inclusive_and_exclusive():
     # binary fractions: exact arithmetic. retain with p = (0.25, 0.25): achievable 1,
     # faithful 0.25; margin 0.25: pinned from 0.75 on (inclusive)

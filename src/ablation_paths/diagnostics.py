@@ -70,6 +70,14 @@ class ScoreBounds:
     achievable: float
     faithful: float
 
+    def decidable(self, margin: float = PINNED_MARGIN) -> bool:
+        """Whether the pinned test can say anything: the faithful bound lies more than
+        ``2 * margin`` below the achievable one. Where it does not (a classifier already about
+        as confident on the image as a score can show), no score is pinned, and a caller that
+        chooses a regularisation by the pinned test (``regularization="auto"``) has no evidence
+        to go on either way."""
+        return self.achievable - self.faithful > 2 * margin
+
 
 def score_bounds(
     score: str,
