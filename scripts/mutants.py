@@ -20,8 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -85,7 +87,13 @@ def _scratch(source: str, tests: list[str]) -> Path:
 _STATUS = re.compile(r"^\s*(\S+): (\w[\w ]*)$")
 
 
-def run_module(name: str, children: int, survivors: bool) -> dict[str, object]:
+def run_module(
+    name: str,
+    children: int,
+    survivors: bool,
+    time_limit: float | None = None,
+    sample: int | None = None,
+) -> dict[str, object]:
     source, tests = MODULES[name]
     missing = [t for t in tests if not (ROOT / t).exists()]
     if missing:
@@ -95,13 +103,34 @@ def run_module(name: str, children: int, survivors: bool) -> dict[str, object]:
     env.pop("PYTHONPATH", None)
     mutmut = [sys.executable, "-m", "mutmut"]
     start = time.perf_counter()
-    run = subprocess.run(
-        [*mutmut, "run", "--max-children", str(children)],
+    names: list[str] = []
+    if sample is not None:
+        # generate the mutants and the test statistics only (no name matches), then run a
+        # seeded random sample of them
+        subprocess.run(
+            [*mutmut, "run", "--max-children", str(children), "__generate_only__"],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        meta = json.loads((work / "mutants" / f"{source}.meta").read_text())
+        keys = sorted(meta["exit_code_by_key"])
+        names = sorted(random.Random(0).sample(keys, min(sample, len(keys))))
+    proc = subprocess.Popen(
+        [*mutmut, "run", "--max-children", str(children), *names],
         cwd=work,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
+    try:
+        run_out, run_err = proc.communicate(timeout=time_limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)  # mutmut and its workers: their own session
+        run_out, run_err = proc.communicate()
     seconds = time.perf_counter() - start
     res = subprocess.run(
         [*mutmut, "results", "--all", "true"], cwd=work, env=env, capture_output=True, text=True
@@ -110,10 +139,11 @@ def run_module(name: str, children: int, survivors: bool) -> dict[str, object]:
     surviving: list[str] = []
     for line in res.stdout.splitlines():
         m = _STATUS.match(line)
-        if m:
+        if m and (sample is None or m.group(1) in names):
             counts[m.group(2)] = counts.get(m.group(2), 0) + 1
             if m.group(2) in ("survived", "no tests"):
                 surviving.append(m.group(1))
+    unchecked = counts.pop("not checked", 0)
     total = sum(counts.values())
     killed = counts.get("killed", 0) + counts.get("timeout", 0)
     out: dict[str, object] = {
@@ -124,11 +154,13 @@ def run_module(name: str, children: int, survivors: bool) -> dict[str, object]:
         "killed": killed,
         "score": killed / total if total else float("nan"),
         "counts": counts,
+        "not_checked": unchecked,
+        "sampled": sample is not None,
         "survivors": surviving,
         "seconds": round(seconds, 1),
     }
     if total == 0:
-        out["error"] = (run.stdout[-3000:] + run.stderr[-3000:]).strip()
+        out["error"] = (run_out[-3000:] + run_err[-3000:]).strip()
     if survivors:
         diffs = {}
         for mutant in surviving:
@@ -148,6 +180,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--survivors", action="store_true", help="print surviving mutants")
     parser.add_argument("--json", type=Path, help="append one JSON line per module here")
     parser.add_argument("--list", action="store_true")
+    parser.add_argument(
+        "--sample",
+        type=int,
+        help="run a seeded random sample of this many mutants per module (large modules)",
+    )
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        help="stop each module after this many minutes; unchecked mutants are reported",
+    )
     args = parser.parse_args(argv)
     if args.list:
         for name, (source, tests) in MODULES.items():
@@ -156,16 +198,17 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
         parser.error(f"unknown module(s) {unknown}; known: {', '.join(MODULES)}")
-    print("| module | mutants | killed | score | surviving | seconds |")
-    print("|---|---|---|---|---|---|")
+    print("| module | mutants checked | killed | score | surviving | not checked | seconds |")
+    print("|---|---|---|---|---|---|---|")
     for name in args.modules or list(MODULES):
-        r = run_module(name, args.max_children, args.survivors)
+        limit = None if args.minutes is None else 60 * args.minutes
+        r = run_module(name, args.max_children, args.survivors, limit, args.sample)
         if args.json:
             with open(args.json, "a") as fh:
                 fh.write(json.dumps({k: v for k, v in r.items() if k != "diffs"}) + "\n")
         print(
             f"| {name} | {r['mutants']} | {r['killed']} | {float(r['score']):.0%} | "
-            f"{len(r['survivors'])} | {r['seconds']} |",  # type: ignore[arg-type]
+            f"{len(r['survivors'])} | {r['not_checked']} | {r['seconds']} |",  # type: ignore[arg-type]
             flush=True,
         )
         if "error" in r:
