@@ -332,3 +332,70 @@ def test_resolved_mask_size():
     assert cfg.resolved_mask_size(20, 20) == (8, 8)  # at least 8
     assert cfg.resolved_mask_size(112, 224) == (32, 64)  # aspect kept
     assert AblationPathConfig(mask_size=100).resolved_mask_size(50, 50) == (50, 50)
+
+
+def test_more_option_checks():
+    for name in ("mask_size", "batch_size"):
+        with pytest.raises(TypeError, match=f"{name} must be an integer"):
+            AblationPathConfig(**{name: 2.5})
+    with pytest.raises(TypeError, match="regularization must be a number"):
+        AblationPathConfig(regularization=[0.1])
+    # the smallest valid values are accepted
+    cfg = AblationPathConfig(n_steps=1, min_iterations=0, max_iterations=0, saturation_ramp=0)
+    assert cfg.n_steps == 1 and cfg.min_iterations == 0
+
+
+def test_regularization_sigma_in_mask_pixels():
+    from ablation_paths.optimizer import regularization_sigma
+
+    assert regularization_sigma(AblationPathConfig(regularization=0.05), (4, 8)) == 0.05 * 8
+    with pytest.raises(ValueError, match="auto"):
+        regularization_sigma(AblationPathConfig(regularization="auto"), (4, 8))
+
+
+def test_weighted_step_keeps_the_weighted_mass(tiny_model, tiny_image, monkeypatch):
+    """Algorithm 2, line 6: the update removes the (weighted) mean, so before regularisation
+    every slice keeps its weighted mass."""
+
+    class Weighted(PixelMaskSpace):
+        def weights(self):
+            w = torch.ones(self.mask_shape)
+            w[:, :4] = 5.0
+            return w
+
+    space = Weighted(tiny_image, torch.zeros_like(tiny_image), (8, 8))
+    w = (space.weights() / space.weights().sum()).reshape(-1)
+    updates = []
+    monkeypatch.setattr(space, "regularize", lambda new: updates.append(new) or new)
+    seen = [affine_path(4, (8, 8))]
+    cfg = AblationPathConfig(n_steps=4, max_iterations=3, stop_saturation=1.0, saturation=0.0)
+    optimize_paths(
+        ClassifierFn(tiny_model),
+        space,
+        0,
+        "retain",
+        cfg,
+        progress=lambda i, s, p: seen.append(p[0]),
+    )
+    for before, new in zip(seen, updates, strict=False):
+        change = (new - before).reshape(4, -1) @ w
+        torch.testing.assert_close(change, torch.zeros(4), atol=1e-6, rtol=0)
+
+
+def test_timings_are_bounded_by_the_wall_time(tiny_model, tiny_image):
+    import time
+
+    cfg = AblationPathConfig(n_steps=4, max_iterations=3, stop_saturation=1.0)
+    start = time.perf_counter()
+    res = optimize_paths(ClassifierFn(tiny_model), _space(tiny_image), 0, "retain", cfg)
+    wall = time.perf_counter() - start
+    assert 0 < res.classifier_seconds and 0 < res.other_seconds
+    assert res.classifier_seconds + res.other_seconds <= wall
+
+
+def test_paths_keep_the_mask_space_dtype(tiny_model):
+    img = torch.rand(3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    space = PixelMaskSpace(img, torch.zeros_like(img), (4, 4))
+    cfg = AblationPathConfig(n_steps=3, max_iterations=2, stop_saturation=1.0)
+    res = optimize_paths(ClassifierFn(tiny_model.double()), space, 0, "retain", cfg)
+    assert res.paths.dtype == torch.float64

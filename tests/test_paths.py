@@ -200,3 +200,16 @@ def test_constant_speed_interpolates_between_bracketing_masks():
 def test_saturation_level():
     assert saturation(torch.zeros(3, 4, 4)) == pytest.approx(1.0)
     assert saturation(torch.full((3, 4, 4), 0.5)) == pytest.approx(0.0)
+
+
+def test_check_axioms_tolerances():
+    good = affine_path(2, (1, 2))
+    assert check_axioms(good) == []
+    # a descent of 1e-3 between two samples is a violation at the default tolerance
+    bad = good.clone()
+    bad[0, 0, 0] = bad[1, 0, 0] + 1e-3
+    assert any("monotone" in p for p in check_axioms(bad))
+    # a descent of exactly atol is allowed (binary fractions: exact)
+    edge = torch.tensor([[[0.5, 0.25]], [[0.25, 0.75]]])
+    assert not any("monotone" in p for p in check_axioms(edge, atol=0.25))
+    assert any("monotone" in p for p in check_axioms(edge, atol=0.125))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -65,3 +66,41 @@ def test_sift_result_roundtrip(tiny_model, tmp_path):
     assert r.features == "sift"
     back = load(r.save(tmp_path / "sift.npz"))
     assert_same(r, back)
+
+
+def test_converged_result_and_nested_folder(tiny_model, tiny_image, tmp_path):
+    r = ap.explain(tiny_model, tiny_image, 1, n_steps=4, max_iterations=5, stop_saturation=0.05)
+    assert r.converged
+    back = load(r.save(tmp_path / "a" / "b" / "r.npz"))
+    assert_same(r, back)
+
+
+def test_file_without_version_loads(tiny_model, tiny_image, tmp_path):
+    r = ap.explain(tiny_model, tiny_image, 1, **FAST)
+    f = r.save(tmp_path / "r.npz")
+    with np.load(f) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(arrays["meta"].tobytes().decode())
+    del meta["version"]
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "old.npz", **arrays)
+    assert_same(r, load(tmp_path / "old.npz"))
+
+
+def test_summary_and_windowed_heatmap(tiny_model, tiny_image):
+    img = tiny_image[:, :, :24]  # not square
+    r = ap.explain(tiny_model, img, 1, class_names=NAMES, **FAST)
+    s = r.summary()
+    assert s["converged"] is r.converged and s["settings"] == r.info["config"]
+    assert s["target_prob_image"] == float(r.probs[0, 1])
+    assert s["target_prob_baseline"] == float(r.probs[-1, 1])
+    assert s["pinned"] is r.pinned and s["target_name"] == "b"
+    # eq. 2.37 on a 32 x 24 heatmap in double precision (NumPy reference)
+    h = r.heatmap("average").double()
+    r.heatmaps["average"] = h
+    y = (np.arange(32) + 0.5) / 32
+    x = (np.arange(24) + 0.5) / 24
+    window = np.sqrt(np.outer(np.sin(np.pi * y), np.sin(np.pi * x)))
+    got = r.heatmap("average", window=True)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, h * torch.from_numpy(window), rtol=1e-12, atol=0)
