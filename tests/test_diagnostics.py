@@ -183,3 +183,54 @@ def test_emit_issues_filterable_warnings():
         warnings.simplefilter("error")
         warnings.simplefilter("ignore", AblationPathWarning)
         emit(result_warnings(make_result(converged=False)))
+
+
+def test_edges_of_the_arguments():
+    assert score_bounds("retain", 0.0, 1.0, n_steps=1) == score_bounds(
+        "retain", 1.0, 0.0, n_steps=1
+    )
+    assert not is_pinned(0.5, "retain", 0.5, 0.5, n_steps=1, margin=0.0)
+    with pytest.raises(ValueError, match="^p_image must"):
+        score_bounds("retain", -0.5, 0.5, n_steps=2)
+    with pytest.raises(ValueError, match="^p_baseline must"):
+        score_bounds("retain", 0.5, 1.5, n_steps=2)
+
+
+def test_predicted_class_is_read_on_the_image():
+    # the image predicts class 1, the first interior sample class 0
+    r = make_result((0.3, 0.9, 0.9, 0.1), other=(0.7, 0.1, 0.1, 0.9), path_score=0.9)
+    r.target_name = None
+    (item,) = result_warnings(r)
+    assert item[1] == "the target class '0' is not the predicted class (1)"
+
+
+def test_low_probability_threshold_is_exclusive():
+    at = make_result(path_score=0.01)
+    at.probs = torch.tensor([[0.01, 0.99]] * 4, dtype=torch.float64)  # exactly the threshold
+    assert ["not the predicted class" in m for _, m in result_warnings(at)] == [True]
+
+
+def test_messages_in_full():
+    (low,) = result_warnings(make_result((0.005, 0.01, 0.01, 0.001), path_score=0.01))
+    assert low[1] == (
+        "the target class 'cat' has probability 0.005 on the image: the path explains a class "
+        "the model does not see there"
+    )
+    (pinned,) = result_warnings(make_result(path_score=0.99))
+    assert pinned[1] == (
+        "the path score 0.990 is pinned near its maximum 1.000, above the 0.900 that keeping or "
+        "removing the evidence of the image and baseline reaches: the masks may be "
+        "adversarial; use a stronger regularisation (thesis 2.8.3)"
+    )
+
+
+def _warn_from_library_code():
+    emit([(UnreliableResultWarning, "look here")])  # stacklevel 3: the caller of this function
+
+
+def test_emit_points_at_the_callers_caller():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _warn_from_library_code()
+    (w,) = caught
+    assert str(w.message) == "look here" and w.filename == __file__

@@ -92,8 +92,9 @@ def score_bounds(
     Args:
         score: score name.
         p_image: target probability on the image (``t = 0`` of the path ``phi``).
-        p_baseline: target probability on the baseline (``t = 1``); a complement term
-            ``1 - phi`` runs from the baseline to the image.
+        p_baseline: target probability on the baseline (``t = 1``). A complement term
+            ``1 - phi`` runs from the baseline to the image; the bounds are symmetric in the
+            two ends, so it has the same ones.
         n_steps: interior samples ``T`` of the path.
         with_ends: whether the score includes the ends (``score_with_ends``); then every term is
             a mean over ``T + 2`` samples of which two are fixed, and no path reaches 1.
@@ -104,8 +105,8 @@ def score_bounds(
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
     achievable = faithful = 0.0
+    start, end = p_image, p_baseline
     for term in score_terms(score):
-        start, end = (p_baseline, p_image) if term.complement else (p_image, p_baseline)
         if term.sign > 0:
             best_any, best_faithful = 1.0, max(start, end)
         else:
