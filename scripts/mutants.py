@@ -93,6 +93,7 @@ def run_module(
     survivors: bool,
     time_limit: float | None = None,
     sample: int | None = None,
+    only: list[str] | None = None,
 ) -> dict[str, object]:
     source, tests = MODULES[name]
     missing = [t for t in tests if not (ROOT / t).exists()]
@@ -103,8 +104,17 @@ def run_module(
     env.pop("PYTHONPATH", None)
     mutmut = [sys.executable, "-m", "mutmut"]
     start = time.perf_counter()
-    names: list[str] = []
-    if sample is not None:
+    names: list[str] = list(only or [])
+    if only:
+        # generate the mutants and the test statistics, then run only the named mutants
+        subprocess.run(
+            [*mutmut, "run", "--max-children", str(children), "__generate_only__"],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+    elif sample is not None:
         # generate the mutants and the test statistics only (no name matches), then run a
         # seeded random sample of them
         subprocess.run(
@@ -139,7 +149,7 @@ def run_module(
     surviving: list[str] = []
     for line in res.stdout.splitlines():
         m = _STATUS.match(line)
-        if m and (sample is None or m.group(1) in names):
+        if m and (not names or m.group(1) in names):
             counts[m.group(2)] = counts.get(m.group(2), 0) + 1
             if m.group(2) in ("survived", "no tests"):
                 surviving.append(m.group(1))
@@ -156,6 +166,7 @@ def run_module(
         "counts": counts,
         "not_checked": unchecked,
         "sampled": sample is not None,
+        "rerun": bool(only),
         "survivors": surviving,
         "seconds": round(seconds, 1),
     }
@@ -181,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="append one JSON line per module here")
     parser.add_argument("--list", action="store_true")
     parser.add_argument(
+        "--rerun",
+        type=Path,
+        help="a --json file of an earlier run: run only its surviving mutants again",
+    )
+    parser.add_argument(
         "--sample",
         type=int,
         help="run a seeded random sample of this many mutants per module (large modules)",
@@ -200,9 +216,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown module(s) {unknown}; known: {', '.join(MODULES)}")
     print("| module | mutants checked | killed | score | surviving | not checked | seconds |")
     print("|---|---|---|---|---|---|---|")
-    for name in args.modules or list(MODULES):
+    previous: dict[str, list[str]] = {}
+    if args.rerun:
+        for line in args.rerun.read_text().splitlines():
+            rec = json.loads(line)
+            previous[rec["module"]] = list(rec["survivors"])
+    for name in args.modules or list(previous or MODULES):
         limit = None if args.minutes is None else 60 * args.minutes
-        r = run_module(name, args.max_children, args.survivors, limit, args.sample)
+        if args.rerun and not previous.get(name):
+            continue
+        r = run_module(
+            name, args.max_children, args.survivors, limit, args.sample, previous.get(name)
+        )
         if args.json:
             with open(args.json, "a") as fh:
                 fh.write(json.dumps({k: v for k, v in r.items() if k != "diffs"}) + "\n")

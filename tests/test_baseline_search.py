@@ -156,3 +156,67 @@ def test_fixed_blur_and_image_baselines() -> None:
         make_baseline("purple", clf, img)
     default = make_baseline("blur", ClassifierFn(StdClassifier(analytic_std(6.9))), cosine_image())
     assert default.sigma == pytest.approx(GRID[3])
+
+
+class Recording(StdClassifier):
+    """Also records the batch sizes it is called with."""
+
+    def __init__(self, tau: float) -> None:
+        super().__init__(tau)
+        self.batches: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(int(x.shape[0]))
+        return super().forward(x)
+
+
+def test_candidates_are_classified_in_batches() -> None:
+    model = Recording(analytic_std(6.9))
+    blurred_baseline(ClassifierFn(model), cosine_image(), n_candidates=40)
+    assert model.batches == [32, 9]  # the image and 40 blurs, 32 per call by default
+    model.batches.clear()
+    make_baseline("blur", ClassifierFn(model), cosine_image(), batch_size=5)
+    assert model.batches == [5, 5, 5, 2]
+
+
+def test_a_flip_at_the_first_candidate() -> None:
+    b = blurred_baseline(ClassifierFn(StdClassifier(analytic_std(3.0))), cosine_image())
+    assert b.sigma == pytest.approx(4.0) and b.flips_class
+
+
+def test_a_flip_only_at_the_last_candidate() -> None:
+    clf = ClassifierFn(StdClassifier(analytic_std(6.0)))
+    b = blurred_baseline(clf, cosine_image(), sigma_min=1.0, sigma_max=8.0, n_candidates=4)
+    assert b.sigma == pytest.approx(8.0) and b.flips_class is True and b.note == ""
+
+
+def test_fallback_image_kind_and_small_grid() -> None:
+    b = blurred_baseline(
+        ClassifierFn(StdClassifier(analytic_std(3.0))),
+        cosine_image(),
+        sigma_min=1.0,
+        sigma_max=2.0,
+        n_candidates=3,
+    )
+    assert b.kind == "blur" and not b.flips_class
+    assert float(b.image.double().std(unbiased=False)) == pytest.approx(analytic_std(2.0), rel=1e-4)
+
+
+def test_constant_baseline_keeps_dtype_and_small_blur_is_allowed() -> None:
+    img = torch.rand(3, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert constant_baseline(img, 0.3).image.dtype == torch.float64
+    b = make_baseline("blur:0.5", ClassifierFn(StdClassifier(0.1)), img.float())
+    assert b.sigma == 0.5
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"])
+def test_image_file_baselines_are_resized_to_the_target(tmp_path, ext: str) -> None:
+    from PIL import Image
+
+    target = torch.rand(3, 12, 20, generator=torch.Generator().manual_seed(0))
+    clf = ClassifierFn(StdClassifier(0.1))
+    for name in ("base" + ext, "BASE" + ext.upper()):
+        f = tmp_path / name
+        Image.new("RGB", (7, 5), (10, 200, 30)).save(f)
+        b = make_baseline(str(f), clf, target)
+        assert b.kind == "image" and b.image.shape == (3, 12, 20)
