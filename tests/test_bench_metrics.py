@@ -211,10 +211,11 @@ def test_auc_wrappers_and_tie_breaking_seed() -> None:
     flat = torch.zeros(6, 6)
     assert torch.equal(_pixel_order(flat, 3), _pixel_order(flat, 3))
     assert not torch.equal(_pixel_order(flat, 3), _pixel_order(flat, 4))
-    ranked = torch.arange(36.0).reshape(6, 6)
+    ranked = torch.arange(36.0).reshape(6, 6) - 20  # negative and positive values
     ranked[0, 0] = float("nan")
     order = _pixel_order(ranked, 0)
-    assert order[0] == 35 and order[-1] == 0  # descending; NaN last
+    assert order[0] == 35 and order[-1] == 0  # descending; NaN last, below negatives
+    assert order[-2] == 1
 
 
 def test_randomise_top_layers_details() -> None:
@@ -254,3 +255,24 @@ def test_rank_correlation_unit_range() -> None:
     assert rank_correlation(a, a) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="shapes differ"):
         rank_correlation(a, a[:2])
+
+
+def test_randomise_top_layers_uses_each_layers_own_initialisation() -> None:
+    class Scalars(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scalars = nn.ParameterList([nn.Parameter(torch.zeros(())) for _ in range(400)])
+            self.pair = nn.Parameter(torch.tensor([1.0, 1.002]))
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(60, 60), nn.Sequential(nn.Linear(60, 60)), Scalars())
+    rand = randomise_top_layers(model, 4, seed=1)
+    # four layers: both Linear layers (the nested one, not its container), Scalars (the pair)
+    # and its ParameterList (the scalars)
+    assert not torch.equal(rand[0].weight, model[0].weight)
+    for lin in (rand[0], rand[1][0]):
+        # reset_parameters draws uniformly within +-1/sqrt(fan_in); N(0, std) would not stay
+        assert float(lin.weight.detach().abs().max()) <= 1 / 60**0.5
+    draws = torch.stack([p.detach() for p in rand[2].scalars.parameters()])
+    assert 0.85 < float(draws.std()) < 1.15  # scalars: N(0, 1)
+    assert float((rand[2].pair.detach() - 0).abs().max()) < 0.02  # N(0, std of the pair)
