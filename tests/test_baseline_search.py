@@ -207,6 +207,8 @@ def test_constant_baseline_keeps_dtype_and_small_blur_is_allowed() -> None:
     assert constant_baseline(img, 0.3).image.dtype == torch.float64
     b = make_baseline("blur:0.5", ClassifierFn(StdClassifier(0.1)), img.float())
     assert b.sigma == 0.5
+    with pytest.raises(ValueError):
+        make_baseline("blur:2:3", ClassifierFn(StdClassifier(0.1)), img.float())
 
 
 @pytest.mark.parametrize("ext", [".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"])
