@@ -179,6 +179,8 @@ def test_emit_issues_filterable_warnings():
         warnings.simplefilter("always")
         emit(result_warnings(make_result(converged=False, path_score=0.99)))
     assert [w.category for w in caught] == [UnreliableResultWarning] * 2
+    expected = [m for _, m in result_warnings(make_result(converged=False, path_score=0.99))]
+    assert [str(w.message) for w in caught] == expected
     assert all(issubclass(w.category, AblationPathWarning) for w in caught)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
