@@ -68,7 +68,9 @@ def test_failed_sanity_rerun_keeps_the_heatmap_record(
 
     calls = []
 
-    def flaky(model: torch.nn.Module, image: torch.Tensor, target: int) -> torch.Tensor:
+    def flaky(
+        model: torch.nn.Module, image: torch.Tensor, target: int, options: methods.MethodOptions
+    ) -> torch.Tensor:
         calls.append(model)
         if len(calls) > 1:  # the rerun on the randomised model
             raise ValueError("zero gradient")
@@ -184,9 +186,14 @@ def test_select_auto_picks_smallest_unpinned_blur() -> None:
 def test_explain_auto_stops_at_first_unpinned(monkeypatch: pytest.MonkeyPatch) -> None:
     import ablation_paths.bench.regularisation as reg
     from ablation_paths.bench.toy import load_toy_dataset, load_toy_model
+    from ablation_paths.result import AblationPathResult
 
-    verdicts = iter([True, False, False])  # the first candidate pins, the second does not
-    monkeypatch.setattr(reg, "is_pinned", lambda *args, **kwargs: next(verdicts))
+    # a stand-in pinned test: blurs below 0.05 pin, so auto tries two and keeps 0.05
+    monkeypatch.setattr(
+        AblationPathResult,
+        "pinned",
+        property(lambda self: self.info["config"]["regularization"] < 0.05),
+    )
     s = load_toy_dataset(1, seed=2)[0]
     res = reg.explain_auto(
         load_toy_model(), s.image, s.label, candidates=(0.0, 0.05, 0.2), max_iterations=8

@@ -75,7 +75,9 @@ def test_converged_result_and_nested_folder(tiny_model, tiny_image, tmp_path):
     assert_same(r, back)
 
 
-def test_file_without_version_loads(tiny_model, tiny_image, tmp_path):
+def test_file_without_version_is_rejected(tiny_model, tiny_image, tmp_path):
+    from ablation_paths.result import ResultFileError
+
     r = ap.explain(tiny_model, tiny_image, 1, **FAST)
     f = r.save(tmp_path / "r.npz")
     with np.load(f) as data:
@@ -84,7 +86,8 @@ def test_file_without_version_loads(tiny_model, tiny_image, tmp_path):
     del meta["version"]
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     np.savez(tmp_path / "old.npz", **arrays)
-    assert_same(r, load(tmp_path / "old.npz"))
+    with pytest.raises(ResultFileError, match="version"):
+        load(tmp_path / "old.npz")
 
 
 def test_summary_and_windowed_heatmap(tiny_model, tiny_image):

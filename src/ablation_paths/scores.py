@@ -33,8 +33,6 @@ __all__ = [
     "orientation",
 ]
 
-SCORES = ("retain", "dissipate", "contrastive", "straddle")
-
 
 @dataclass(frozen=True)
 class ScoreTerm:
@@ -51,6 +49,9 @@ _TERMS: dict[str, tuple[ScoreTerm, ...]] = {
     "contrastive": (ScoreTerm(0, False, 1.0), ScoreTerm(0, True, -1.0)),
     "straddle": (ScoreTerm(0, False, 1.0), ScoreTerm(1, False, -1.0)),
 }
+
+#: The score names, in the order of the table above: the one list (CLI choices, bench methods).
+SCORES: tuple[str, ...] = tuple(_TERMS)
 
 
 def _check(score: str) -> str:

@@ -9,13 +9,23 @@ heatmap (eq. 4.46-4.47).
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 import torch
 from torch import Tensor
 
-from ablation_paths.mask_spaces import MaskSpace
+from ablation_paths.baselines import Baseline
+from ablation_paths.mask_spaces import MaskSpace, MaskSpaceFactory, register_mask_space
 from ablation_paths.sift.decomposition import SiftDecomposition, SiftParams, decompose
 
-__all__ = ["SiftMaskSpace"]
+if TYPE_CHECKING:
+    from ablation_paths.inputs import ClassifierFn
+    from ablation_paths.optimizer import AblationPathConfig
+    from ablation_paths.result import AblationPathResult
+
+__all__ = ["SiftFeatures", "SiftMaskSpace"]
 
 
 class SiftMaskSpace(MaskSpace):
@@ -85,3 +95,43 @@ class SiftMaskSpace(MaskSpace):
         """Local-contrast heatmaps (eq. 4.48) of the masked images: masks ``[K]`` or a path
         ``[T, K]`` (1 = removed) -> ``[H, W]`` or ``[T, H, W]``."""
         return self.decomposition.contrast_heatmap(1 - masks, sigma_lp, sigma_hp)
+
+
+@register_mask_space("sift")
+class SiftFeatures(MaskSpaceFactory):
+    """The ``"sift"`` mask space: the image's SIFT features (``feature_options`` are
+    :class:`SiftParams` fields and ``mass_weighted``), the implicit all-zero baseline (4.3.1) and
+    no spatial regularisation (4.3.2)."""
+
+    options = (*(f.name for f in dataclasses.fields(SiftParams)), "mass_weighted")
+    ignored_config = ("mask_size", "regularization")
+
+    @classmethod
+    def make_baseline(
+        cls, image: Tensor, classifier: ClassifierFn, spec: Any, config: AblationPathConfig
+    ) -> Baseline:
+        if isinstance(spec, Tensor) or spec not in ("blur", None, "zero"):
+            raise ValueError("SIFT features use the implicit all-zero baseline (thesis 4.3.1)")
+        return Baseline(torch.zeros_like(image), "zero")
+
+    @classmethod
+    def build(
+        cls,
+        image: Tensor,
+        baseline: Baseline,
+        config: AblationPathConfig,
+        options: Mapping[str, Any],
+    ) -> SiftMaskSpace:
+        params = dict(options)
+        mass_weighted = bool(params.pop("mass_weighted", False))
+        return SiftMaskSpace(decompose(image, **params), mass_weighted=mass_weighted)
+
+    @classmethod
+    def from_result(cls, result: AblationPathResult) -> SiftMaskSpace | None:
+        """Decompose the saved image again with the saved ``feature_options`` (deterministic)."""
+        saved = result.info.get("feature_options", {})
+        params: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()
+        }
+        mass_weighted = bool(params.pop("mass_weighted", False))
+        return SiftMaskSpace(decompose(result.image.float(), **params), mass_weighted=mass_weighted)
