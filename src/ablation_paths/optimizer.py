@@ -81,7 +81,7 @@ class AblationPathConfig:
             step is multiplied by ``sqrt(step_size / a)``, kept within :data:`STEP_RANGE`
             times ``step_size``: steps that regularisation or projection undo grow, steps that
             saturation amplifies shrink. ``False``: a fixed L-infinity step. On the 8 demo
-            images it lowers the path score in 17 of 90 iterations instead of 23 of 97, each
+            images it lowers the path score in 18 of 90 iterations instead of 23 of 97, each
             image saturating in the same or fewer iterations (``benchmarks/optimizer_steps.py``).
         saturation: artificial saturation strength ``zeta_sat`` (eq. 2.26); 0 disables it.
         saturation_ramp: iterations over which ``zeta_sat`` ramps up linearly from 0 (2.8.5C),
