@@ -421,3 +421,22 @@ def test_explain_func_under_a_quantus_metric(tiny_model):
     assert len(scores) == 2 and all(np.isfinite(scores))
     with pytest.raises(ValueError, match="did you mean 'max_iterations'"):
         run(max_iteration=2)
+
+
+def test_auto_regularization_keeps_the_default_when_the_pinned_test_cannot_decide(tiny_image):
+    """A classifier already certain on the image: every candidate's score is within the margin
+    of what a faithful path reaches, so the pinned test has no evidence and auto keeps the
+    default blur instead of the weakest (which every candidate would pass)."""
+    from ablation_paths.pipeline import DEFAULT_REGULARIZATION
+
+    class Certain(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            m = x.mean(dim=(1, 2, 3))
+            return torch.stack([40 * m, torch.zeros_like(m)], dim=1)
+
+    img = torch.ones_like(tiny_image)
+    r = ap.explain(Certain().eval(), img, target=0, regularization="auto", baseline="black", **FAST)
+    auto = r.info["regularization_auto"]
+    assert auto["decidable"] is False
+    assert list(auto["tried"]) == [str(DEFAULT_REGULARIZATION)]
+    assert r.info["config"]["regularization"] == DEFAULT_REGULARIZATION == 0.03
