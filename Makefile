@@ -10,7 +10,7 @@ SCRATCH ?= /tmp/ablation-paths-lower-bounds
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint typecheck check wheel lower-bounds clean
+.PHONY: demo test test-fast lint typecheck check wheel lower-bounds clean mutants
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 check: lint typecheck
+
+# Mutation testing of the core modules, each against its own tests (see docs/testing.md);
+# MODULES="reductions scores" restricts it.
+mutants: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/mutants.py $(MODULES)
 
 # The wheel (with the report's template files as package data) in dist/.
 wheel:

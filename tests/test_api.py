@@ -102,7 +102,21 @@ def test_baseline_options(tiny_model, tiny_image):
         assert r.baseline_image.shape == tiny_image.shape
     r = ap.explain(tiny_model, tiny_image, **FAST)
     assert r.info["baseline"]["kind"] == "blur"
-    assert 4 <= r.info["baseline"]["sigma"] <= 100
+    # the smallest sigma of the search grid that changes the predicted class (independent
+    # reference: the spatial blur at every grid sigma), else the largest
+    from ablation_paths.filters import gaussian_blur
+    from ablation_paths.inputs import ClassifierFn
+
+    clf = ClassifierFn(tiny_model)
+    predicted = int(clf.probabilities(tiny_image[None]).argmax())
+    grid = np.geomspace(4.0, 100.0, 16)
+    flips = [
+        int(clf.probabilities(gaussian_blur(tiny_image[None], float(s))).argmax()) != predicted
+        for s in grid
+    ]
+    expected = grid[flips.index(True)] if any(flips) else grid[-1]
+    assert r.info["baseline"]["sigma"] == pytest.approx(expected)
+    assert r.info["baseline"]["flips_class"] == any(flips)
     with pytest.raises(ValueError, match="unknown baseline"):
         ap.explain(tiny_model, tiny_image, baseline="purple", **FAST)
 
@@ -206,18 +220,22 @@ def test_sift_mass_weighted_metric(tiny_model):
     assert ap.check_axioms(r.path, w) == []
 
 
-def test_auto_regularization_picks_weakest_unpinned(tiny_model, tiny_image):
+def test_auto_regularization_picks_weakest_unpinned(tiny_model, tiny_image, monkeypatch):
     from ablation_paths.optimizer import AUTO_REGULARIZATION
+    from ablation_paths.result import AblationPathResult
 
+    # a stand-in pinned test: blurs below 0.02 pin, so auto must try three and keep 0.02
+    monkeypatch.setattr(
+        AblationPathResult,
+        "pinned",
+        property(lambda self: self.info["config"]["regularization"] < 0.02),
+    )
     r = ap.explain(tiny_model, tiny_image, regularization="auto", **FAST)
     auto = r.info["regularization_auto"]
     tried = [float(k) for k in auto["tried"]]
-    assert tried == list(AUTO_REGULARIZATION[: len(tried)])
-    assert auto["chosen"] == tried[-1] == r.info["config"]["regularization"]
-    # every weaker candidate was pinned; the chosen one is not (unless all were)
-    for value in list(auto["tried"].values())[:-1]:
-        assert value > 1 - 0.02
-    assert auto["all_pinned"] or not r.pinned
+    assert tried == list(AUTO_REGULARIZATION[:3]) == [0.005, 0.01, 0.02]
+    assert auto["chosen"] == 0.02 == r.info["config"]["regularization"]
+    assert not auto["all_pinned"] and not r.pinned
     with pytest.raises(ValueError, match="number or 'auto'"):
         ap.explain(tiny_model, tiny_image, regularization="strong", **FAST)
 
@@ -225,13 +243,17 @@ def test_auto_regularization_picks_weakest_unpinned(tiny_model, tiny_image):
 def test_auto_regularization_all_pinned_falls_back_to_strongest(tiny_image):
     from ablation_paths.optimizer import AUTO_REGULARIZATION
 
-    class Confident(nn.Module):
-        def forward(self, x):
-            m = x.mean(dim=(1, 2, 3))
-            return torch.stack([20 + m, m, -m], dim=1)  # class 0 wins by a mile everywhere
+    class Contrast(nn.Module):
+        """Class 0 grows with the image's contrast: a half-ablated image is classified far more
+        confidently than the flat image or the black baseline, so every path is pinned."""
 
+        def forward(self, x):
+            s = x.flatten(1).std(dim=1)
+            return torch.stack([40 * s, 0 * s, 0 * s], dim=1)
+
+    flat = 0.5 + 0.01 * torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
     r = ap.explain(
-        Confident().eval(), tiny_image, target=0, regularization="auto", baseline="black", **FAST
+        Contrast().eval(), flat, target=0, regularization="auto", baseline="black", **FAST
     )
     auto = r.info["regularization_auto"]
     assert len(auto["tried"]) == len(AUTO_REGULARIZATION) and auto["all_pinned"]
@@ -399,3 +421,22 @@ def test_explain_func_under_a_quantus_metric(tiny_model):
     assert len(scores) == 2 and all(np.isfinite(scores))
     with pytest.raises(ValueError, match="did you mean 'max_iterations'"):
         run(max_iteration=2)
+
+
+def test_auto_regularization_keeps_the_default_when_the_pinned_test_cannot_decide(tiny_image):
+    """A classifier already certain on the image: every candidate's score is within the margin
+    of what a faithful path reaches, so the pinned test has no evidence and auto keeps the
+    default blur instead of the weakest (which every candidate would pass)."""
+    from ablation_paths.pipeline import DEFAULT_REGULARIZATION
+
+    class Certain(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            m = x.mean(dim=(1, 2, 3))
+            return torch.stack([40 * m, torch.zeros_like(m)], dim=1)
+
+    img = torch.ones_like(tiny_image)
+    r = ap.explain(Certain().eval(), img, target=0, regularization="auto", baseline="black", **FAST)
+    auto = r.info["regularization_auto"]
+    assert auto["decidable"] is False
+    assert list(auto["tried"]) == [str(DEFAULT_REGULARIZATION)]
+    assert r.info["config"]["regularization"] == DEFAULT_REGULARIZATION == 0.03

@@ -126,3 +126,153 @@ def test_rank_correlation() -> None:
     assert rank_correlation(a, -a) == pytest.approx(-1.0)
     assert rank_correlation(a, torch.ones(8, 8)) == 0.0
     assert not math.isnan(rank_correlation(a, torch.rand(8, 8)))
+
+
+# ----------------------------------------------------------------- edge cases and settings
+
+
+@pytest.mark.parametrize("side", [32, 112, 224, 448])
+def test_pointing_tolerance_scales_with_image_size(side: int) -> None:
+    """TorchRay's 15 px at 224 px, proportionally at other sizes."""
+    assert default_tolerance(side) == pytest.approx(15.0 * side / 224.0)
+
+
+def test_runner_uses_the_scaled_tolerance(tmp_path, monkeypatch) -> None:
+    import ablation_paths.bench.runner as runner
+
+    tolerances = []
+    real = runner.pointing_game
+
+    def spy(h, mask, tol=0.0):
+        tolerances.append(tol)
+        return real(h, mask, tol)
+
+    monkeypatch.setattr(runner, "pointing_game", spy)
+    cfg = runner.BenchConfig(dataset="toy", methods=["centre"], n=1, out=tmp_path, sanity_n=0)
+    runner.run_benchmark(cfg)
+    assert tolerances[0] == pytest.approx(15.0 * 32 / 224) and tolerances[1] == 0.0
+
+
+def test_metrics_reject_mismatched_shapes() -> None:
+    with pytest.raises(ValueError, match=r"\[H, W\]"):
+        pointing_game(torch.rand(1, 4, 4), torch.ones(1, 4, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"\[H, W\]"):
+        mass_inside(torch.rand(4, 4), torch.ones(4, 5, dtype=torch.bool))
+
+
+def test_pointing_game_nan_counts_as_lowest() -> None:
+    mask = torch.zeros(4, 4, dtype=torch.bool)
+    mask[0, 0] = True
+    heat = torch.full((4, 4), -1.0)
+    heat[3, 3] = -0.5  # the real maximum, outside the mask
+    heat[0, 0] = float("nan")
+    assert pointing_game(heat, mask) == 0.0
+    # all NaN: every pixel ties, the expected hit is the mask's area
+    assert pointing_game(torch.full((4, 4), float("nan")), mask) == pytest.approx(1 / 16)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_pointing_game_tie_tolerance_is_relative(scale: float) -> None:
+    mask = torch.zeros(1, 4, dtype=torch.bool)
+    mask[0, 0] = True
+    near = torch.tensor([[1.0, 1.0 - 1e-9, 0.0, 0.0]], dtype=torch.float64) * scale
+    assert pointing_game(near, mask) == pytest.approx(0.5)  # relative 1e-9: a tie
+    apart = torch.tensor([[1.0, 1.0 - 1e-5, 0.0, 0.0]], dtype=torch.float64) * scale
+    assert pointing_game(apart, mask) == 1.0  # relative 1e-5: a unique maximum
+
+
+def test_mass_inside_small_values() -> None:
+    mask = torch.zeros(2, 2, dtype=torch.bool)
+    mask[0] = True
+    h = torch.tensor([[0.1, 0.0], [0.3, -0.2]])
+    assert mass_inside(h, mask) == pytest.approx(0.25)
+
+
+def test_blurred_baseline_default_sigma() -> None:
+    from ablation_paths.bench.metrics import blurred_baseline
+    from ablation_paths.filters import gaussian_blur
+
+    img = torch.rand(3, 20, 12, generator=torch.Generator().manual_seed(0))
+    expected = gaussian_blur(img.unsqueeze(0), 0.08 * 20)[0]
+    torch.testing.assert_close(blurred_baseline(img), expected)
+
+
+def test_auc_wrappers_and_tie_breaking_seed() -> None:
+    from ablation_paths.bench.metrics import _pixel_order, deletion_auc, insertion_auc
+
+    model = load_toy_model()
+    s = load_toy_dataset(1, seed=5)[0]
+    heat = torch.rand(32, 32, generator=torch.Generator().manual_seed(2))
+    base = torch.full_like(s.image, 0.3)
+    c = ablation_curves(model, s.image, heat, s.label, baseline=base, steps=4)
+    kw = dict(baseline=base, steps=4)
+    assert deletion_auc(model, s.image, heat, s.label, **kw) == c.deletion_auc
+    assert insertion_auc(model, s.image, heat, s.label, **kw) == c.insertion_auc
+    flat = torch.zeros(6, 6)
+    assert torch.equal(_pixel_order(flat, 3), _pixel_order(flat, 3))
+    assert not torch.equal(_pixel_order(flat, 3), _pixel_order(flat, 4))
+    ranked = torch.arange(36.0).reshape(6, 6) - 20  # negative and positive values
+    ranked[0, 0] = float("nan")
+    order = _pixel_order(ranked, 0)
+    assert order[0] == 35 and order[-1] == 0  # descending; NaN last, below negatives
+    assert order[-2] == 1
+
+
+def test_randomise_top_layers_details() -> None:
+    class Custom(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            g = torch.Generator().manual_seed(0)
+            self.weight = nn.Parameter(2.0 * torch.randn(60, 60, generator=g))
+            self.scale = nn.Parameter(torch.zeros(()))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x @ self.weight * self.scale
+
+    model = nn.Sequential(nn.Linear(60, 60), nn.Sequential(nn.Linear(60, 60)), Custom())
+    model.append(nn.BatchNorm1d(60))
+    rand = randomise_top_layers(model, 1, seed=0)
+    # the BatchNorm is skipped; the custom layer (no reset_parameters) is redrawn N(0, std)
+    assert torch.equal(rand[3].weight, model[3].weight)
+    w = rand[2].weight.detach()
+    assert not torch.equal(w, model[2].weight)
+    assert float(w.std()) == pytest.approx(2.0, rel=0.1) and abs(float(w.mean())) < 0.1
+    assert float(rand[2].scale.detach()) != 0.0  # a scalar is redrawn with std 1
+    assert torch.equal(rand[1][0].weight, model[1][0].weight)
+    two = randomise_top_layers(model, 2, seed=0)  # nested Linear counts as one layer
+    assert not torch.equal(two[1][0].weight, model[1][0].weight)
+    assert torch.equal(two[0].weight, model[0].weight)
+    default = randomise_top_layers(model)
+    assert torch.equal(default[1][0].weight, randomise_top_layers(model, 2, seed=0)[1][0].weight)
+    with pytest.raises(ValueError, match="n_layers"):
+        randomise_top_layers(model, 0)
+    with pytest.raises(ValueError, match="no parametrised layers"):
+        randomise_top_layers(nn.ReLU())
+
+
+def test_rank_correlation_unit_range() -> None:
+    a = torch.arange(16.0).reshape(4, 4) / 15  # ptp exactly 1
+    assert rank_correlation(a, a) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="shapes differ"):
+        rank_correlation(a, a[:2])
+
+
+def test_randomise_top_layers_uses_each_layers_own_initialisation() -> None:
+    class Scalars(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scalars = nn.ParameterList([nn.Parameter(torch.zeros(())) for _ in range(400)])
+            self.pair = nn.Parameter(torch.tensor([1.0, 1.002]))
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(60, 60), nn.Sequential(nn.Linear(60, 60)), Scalars())
+    rand = randomise_top_layers(model, 4, seed=1)
+    # four layers: both Linear layers (the nested one, not its container), Scalars (the pair)
+    # and its ParameterList (the scalars)
+    assert not torch.equal(rand[0].weight, model[0].weight)
+    for lin in (rand[0], rand[1][0]):
+        # reset_parameters draws uniformly within +-1/sqrt(fan_in); N(0, std) would not stay
+        assert float(lin.weight.detach().abs().max()) <= 1 / 60**0.5
+    draws = torch.stack([p.detach() for p in rand[2].scalars.parameters()])
+    assert 0.85 < float(draws.std()) < 1.15  # scalars: N(0, 1)
+    assert float((rand[2].pair.detach() - 0).abs().max()) < 0.02  # N(0, std of the pair)

@@ -133,3 +133,269 @@ def test_single_feature_path_is_stationary_not_an_error(tiny_model, tiny_image):
     )
     assert res.stopped == "stationary" and not res.converged and res.iterations == 0
     torch.testing.assert_close(res.paths[0], affine_path(4, (1, 1)))
+
+
+# ----------------------------------------------------------------- configuration cases
+
+
+def _space(tiny_image, sigma_reg=0.0):
+    return PixelMaskSpace(tiny_image, torch.zeros_like(tiny_image), (8, 8), sigma_reg=sigma_reg)
+
+
+def test_straddle_without_pinching_is_two_independent_paths(tiny_model, tiny_image):
+    """Reference: with zeta_pinch = 0 the pair is the retaining and the dissipating path
+    optimised on their own (thesis 2.6.3: the paths only interact through pinching)."""
+    clf = ClassifierFn(tiny_model)
+    space = _space(tiny_image, 0.5)
+    cfg = AblationPathConfig(n_steps=5, max_iterations=3, stop_saturation=1.0, pinch=0.0)
+    pair = optimize_paths(clf, space, 1, "straddle", cfg).paths
+    up = optimize_paths(clf, space, 1, "retain", cfg).paths[0]
+    down = optimize_paths(clf, space, 1, "dissipate", cfg).paths[0]
+    torch.testing.assert_close(pair[0], up)
+    torch.testing.assert_close(pair[1], down)
+    # with pinching the down path is pulled towards the up path; the up path is untouched
+    pinched = optimize_paths(clf, space, 1, "straddle", cfg.replace(pinch=0.5)).paths
+    assert (pinched[1] - pinched[0]).abs().mean() < (pair[1] - pair[0]).abs().mean()
+
+
+def test_pinching_is_applied_to_the_second_path_only(tiny_model, tiny_image, monkeypatch):
+    import ablation_paths.optimizer as opt
+
+    calls = []
+    real = opt.pinch
+
+    def spy(up, down, zeta):
+        calls.append(zeta)
+        return real(up, down, zeta)
+
+    monkeypatch.setattr(opt, "pinch", spy)
+    cfg = AblationPathConfig(n_steps=4, max_iterations=3, stop_saturation=1.0, pinch=0.3)
+    optimize_paths(ClassifierFn(tiny_model), _space(tiny_image), 1, "straddle", cfg)
+    assert calls == [0.3, 0.3, 0.3]
+    calls.clear()
+    optimize_paths(ClassifierFn(tiny_model), _space(tiny_image), 1, "contrastive", cfg)
+    assert calls == []  # one path: nothing to pinch
+
+
+def test_pinch_clamps_differences_to_its_domain():
+    up = torch.zeros(4)
+    down = torch.tensor([-1.5, -1.0, 1.0, 1.7])
+    # eq. 2.28: Pi_pinch maps [-1, 1] to [-1, 1]; outside, the difference is clamped first
+    expected_delta = torch.tensor([-1.0, -1.0, 1.0, 1.0]) * 0.5 + torch.ones(4) * 0.5
+    torch.testing.assert_close(pinch(up, down, 0.5) - up, expected_delta)
+    assert float((pinch(up, down, 0.5) - up).abs().max()) <= 1.0
+
+
+def test_min_iterations_delays_the_stop(tiny_model, tiny_image):
+    clf = ClassifierFn(tiny_model)
+    cfg = AblationPathConfig(n_steps=4, max_iterations=20, stop_saturation=0.01)
+    assert optimize_paths(clf, _space(tiny_image), 0, "retain", cfg).iterations == 1
+    res = optimize_paths(clf, _space(tiny_image), 0, "retain", cfg.replace(min_iterations=6))
+    assert res.iterations == 6 and res.converged and res.stopped == "saturated"
+    assert [h["iteration"] for h in res.history] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("ramp", [0, 1, 4])
+def test_saturation_ramps_linearly(tiny_model, tiny_image, monkeypatch, ramp):
+    """eq. 2.26 with 2.8.5C: zeta_sat * min(1, k / ramp) at iteration k (1-based)."""
+    import ablation_paths.optimizer as opt
+
+    zetas = []
+    real = opt.saturate
+
+    def spy(path, zeta):
+        zetas.append(zeta)
+        return real(path, zeta)
+
+    monkeypatch.setattr(opt, "saturate", spy)
+    cfg = AblationPathConfig(
+        n_steps=4, max_iterations=6, saturation=2.0, saturation_ramp=ramp, stop_saturation=1.0
+    )
+    optimize_paths(ClassifierFn(tiny_model), _space(tiny_image), 0, "retain", cfg)
+    expected = [2.0 * (1.0 if ramp == 0 else min(1.0, k / ramp)) for k in range(1, 7)]
+    assert zetas == pytest.approx(expected)
+
+
+def test_no_saturation_means_no_saturate_call(tiny_model, tiny_image, monkeypatch):
+    import ablation_paths.optimizer as opt
+
+    monkeypatch.setattr(opt, "saturate", lambda *a: pytest.fail("saturate called"))
+    cfg = AblationPathConfig(n_steps=4, max_iterations=2, saturation=0.0, stop_saturation=1.0)
+    optimize_paths(ClassifierFn(tiny_model), _space(tiny_image), 0, "retain", cfg)
+
+
+# ----------------------------------------------------------------- step adaptation (line 9)
+
+
+def test_fixed_step_has_the_configured_linf_size(tiny_model, tiny_image, monkeypatch):
+    """Without adaptation, every update (before regularisation) has L-inf norm step_size."""
+    import ablation_paths.optimizer as opt
+
+    sizes = []
+    space = _space(tiny_image)
+    real = space.regularize
+
+    def spy(new):
+        sizes.append(new)
+        return real(new)
+
+    monkeypatch.setattr(space, "regularize", spy)
+    seen = [affine_path(4, (8, 8))]
+    cfg = AblationPathConfig(
+        n_steps=4, max_iterations=3, step_size=0.3, adapt_step=False, stop_saturation=1.0
+    )
+    opt.optimize_paths(
+        ClassifierFn(tiny_model),
+        space,
+        0,
+        "retain",
+        cfg,
+        progress=lambda i, s, p: seen.append(p[0]),
+    )
+    for before, after in zip(seen, sizes, strict=False):
+        assert float((after - before).abs().max()) == pytest.approx(0.3, rel=1e-5)
+
+
+def test_adapted_step_follows_the_actual_step(tiny_model, tiny_image):
+    """Algorithm 2, line 9: next step = step * sqrt(step_size / actual), within STEP_RANGE."""
+    from ablation_paths.optimizer import STEP_RANGE
+
+    space = _space(tiny_image, 1.0)
+    paths = [affine_path(5, (8, 8))]
+    cfg = AblationPathConfig(n_steps=5, max_iterations=5, step_size=0.5, stop_saturation=1.0)
+    res = optimize_paths(
+        ClassifierFn(tiny_model),
+        space,
+        0,
+        "retain",
+        cfg,
+        progress=lambda i, s, p: paths.append(p[0]),
+    )
+    h = 0.5
+    for k, stats in enumerate(res.history):
+        assert stats["step_size"] == pytest.approx(h, rel=1e-6)
+        actual = float((paths[k + 1] - paths[k]).abs().max())
+        h = min(0.5 * STEP_RANGE[1], max(0.5 * STEP_RANGE[0], h * math.sqrt(0.5 / actual)))
+    fixed = optimize_paths(
+        ClassifierFn(tiny_model), space, 0, "retain", cfg.replace(adapt_step=False)
+    )
+    assert all(s["step_size"] == 0.5 for s in fixed.history)
+
+
+# ----------------------------------------------------------------- option checks
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "match"),
+    [
+        ({"n_steps": 0}, ValueError, "n_steps"),
+        ({"n_steps": 2.5}, TypeError, "n_steps must be an integer"),
+        ({"n_steps": True}, TypeError, "n_steps must be an integer"),
+        ({"max_iterations": "10"}, TypeError, "max_iterations"),
+        ({"mask_size": 0}, ValueError, "mask_size"),
+        ({"step_size": 0.0}, ValueError, "step_size"),
+        ({"step_size": float("nan")}, ValueError, "finite"),
+        ({"step_size": "1"}, TypeError, "step_size must be a number"),
+        ({"saturation": -1.0}, ValueError, "saturation"),
+        ({"saturation_ramp": -1}, ValueError, "saturation_ramp"),
+        ({"pinch": 1.5}, ValueError, r"pinch must be in \[0, 1\]"),
+        ({"pinch": -0.1}, ValueError, "pinch"),
+        ({"regularization": -0.1}, ValueError, "regularization"),
+        ({"regularization": "strong"}, ValueError, "number or 'auto'"),
+        ({"regularization": float("inf")}, ValueError, "finite"),
+        ({"stop_saturation": 0.0}, ValueError, "stop_saturation"),
+        ({"stop_saturation": 1.5}, ValueError, "stop_saturation"),
+        ({"min_iterations": 5, "max_iterations": 3}, ValueError, "exceeds max_iterations"),
+        ({"max_iterations": -1}, ValueError, "iteration counts"),
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"monotonize": "sort"}, ValueError, "monotonize"),
+        ({"adapt_step": "yes"}, TypeError, "adapt_step must be True or False"),
+        ({"score_with_ends": 1}, TypeError, "score_with_ends"),
+    ],
+)
+def test_config_rejects_bad_values(changes, error, match):
+    with pytest.raises(error, match=match):
+        AblationPathConfig(**changes)
+
+
+def test_config_replace_rejects_unknown_names():
+    with pytest.raises(TypeError, match="unknown option.*n_step"):
+        AblationPathConfig().replace(n_step=3)
+    assert AblationPathConfig().replace(n_steps=3).n_steps == 3
+    assert AblationPathConfig(regularization="auto").regularization == "auto"
+
+
+def test_resolved_mask_size():
+    cfg = AblationPathConfig()
+    assert cfg.resolved_mask_size(224, 224) == (64, 64)
+    assert cfg.resolved_mask_size(128, 128) == (37, 37)  # round(128 / 3.5)
+    assert cfg.resolved_mask_size(20, 20) == (8, 8)  # at least 8
+    assert cfg.resolved_mask_size(112, 224) == (32, 64)  # aspect kept
+    assert AblationPathConfig(mask_size=100).resolved_mask_size(50, 50) == (50, 50)
+
+
+def test_more_option_checks():
+    for name in ("mask_size", "batch_size"):
+        with pytest.raises(TypeError, match=f"{name} must be an integer"):
+            AblationPathConfig(**{name: 2.5})
+    with pytest.raises(TypeError, match="regularization must be a number"):
+        AblationPathConfig(regularization=[0.1])
+    # the smallest valid values are accepted
+    cfg = AblationPathConfig(n_steps=1, min_iterations=0, max_iterations=0, saturation_ramp=0)
+    assert cfg.n_steps == 1 and cfg.min_iterations == 0
+
+
+def test_regularization_sigma_in_mask_pixels():
+    from ablation_paths.optimizer import regularization_sigma
+
+    assert regularization_sigma(AblationPathConfig(regularization=0.05), (4, 8)) == 0.05 * 8
+    with pytest.raises(ValueError, match="auto"):
+        regularization_sigma(AblationPathConfig(regularization="auto"), (4, 8))
+
+
+def test_weighted_step_keeps_the_weighted_mass(tiny_model, tiny_image, monkeypatch):
+    """Algorithm 2, line 6: the update removes the (weighted) mean, so before regularisation
+    every slice keeps its weighted mass."""
+
+    class Weighted(PixelMaskSpace):
+        def weights(self):
+            w = torch.ones(self.mask_shape)
+            w[:, :4] = 5.0
+            return w
+
+    space = Weighted(tiny_image, torch.zeros_like(tiny_image), (8, 8))
+    w = (space.weights() / space.weights().sum()).reshape(-1)
+    updates = []
+    monkeypatch.setattr(space, "regularize", lambda new: updates.append(new) or new)
+    seen = [affine_path(4, (8, 8))]
+    cfg = AblationPathConfig(n_steps=4, max_iterations=3, stop_saturation=1.0, saturation=0.0)
+    optimize_paths(
+        ClassifierFn(tiny_model),
+        space,
+        0,
+        "retain",
+        cfg,
+        progress=lambda i, s, p: seen.append(p[0]),
+    )
+    for before, new in zip(seen, updates, strict=False):
+        change = (new - before).reshape(4, -1) @ w
+        torch.testing.assert_close(change, torch.zeros(4), atol=1e-6, rtol=0)
+
+
+def test_timings_are_bounded_by_the_wall_time(tiny_model, tiny_image):
+    import time
+
+    cfg = AblationPathConfig(n_steps=4, max_iterations=3, stop_saturation=1.0)
+    start = time.perf_counter()
+    res = optimize_paths(ClassifierFn(tiny_model), _space(tiny_image), 0, "retain", cfg)
+    wall = time.perf_counter() - start
+    assert 0 < res.classifier_seconds and 0 < res.other_seconds
+    assert res.classifier_seconds + res.other_seconds <= wall
+
+
+def test_paths_keep_the_mask_space_dtype(tiny_model):
+    img = torch.rand(3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    space = PixelMaskSpace(img, torch.zeros_like(img), (4, 4))
+    cfg = AblationPathConfig(n_steps=3, max_iterations=2, stop_saturation=1.0)
+    res = optimize_paths(ClassifierFn(tiny_model.double()), space, 0, "retain", cfg)
+    assert res.paths.dtype == torch.float64

@@ -653,16 +653,6 @@ def test_report_in_headless_chromium(straddle: AblationPathResult, tmp_path: Pat
     assert problems == []
 
 
-def test_missing_browser_skips_or_fails_when_required(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)
-    monkeypatch.setenv("ABLATION_PATHS_REQUIRE_BROWSER", "1")
-    with pytest.raises(pytest.fail.Exception, match="REQUIRE_BROWSER"):
-        _chromium()
-    monkeypatch.delenv("ABLATION_PATHS_REQUIRE_BROWSER")
-    with pytest.raises(pytest.skip.Exception, match="Chromium"):
-        _chromium()
-
-
 #: What the hostile page shows, read in the browser.
 _READ_HOSTILE = """() => ({
   title: document.title,

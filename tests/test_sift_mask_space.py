@@ -84,3 +84,23 @@ def test_to_image_and_contrast(space):
 def test_from_image_passes_parameters(image):
     sp = SiftMaskSpace.from_image(image, max_keypoints=5, contrast_threshold=0.01)
     assert sp.mask_shape == (5,)
+
+
+def test_explain_with_sift_returns_the_contrast_heatmap_and_takes_mass_options(image):
+    """The registered "sift" space passes its weighting options through and its extra heatmap
+    (eq. 4.48) reaches the result."""
+    import ablation_paths as ap
+    from ablation_paths.options import UnknownOptionError
+
+    class Brightness(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            m = x.mean(dim=(1, 2, 3))
+            return torch.stack([4 * m, -4 * m], dim=1)
+
+    model = Brightness().eval()
+    opts = {"mass_weighted": True, "mass_residual": True}
+    r = ap.explain(model, image, 0, features="sift", feature_options=opts, max_iterations=2)
+    assert "sift_contrast" in r.heatmaps
+    assert r.heatmap("sift_contrast").shape == image.shape[1:]
+    with pytest.raises(UnknownOptionError, match="mass_weighted"):
+        ap.explain(model, image, 0, features="sift", feature_options={"mass_weigted": True})

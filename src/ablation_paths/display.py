@@ -67,6 +67,12 @@ _LABELS: dict[str, HeatmapLabel] = {
         "where the paths φ↑ and φ↓ differ, averaged over t",
         "thesis 2.7.2D, eq. 2.36",
     ),
+    "sift_contrast": HeatmapLabel(
+        "Local contrast at the class transition",
+        "local contrast of the image decoded from the kept SIFT features at the class "
+        "transition (high = detail the classifier keeps)",
+        "thesis 4.3.4A, eq. 4.48",
+    ),
 }
 
 #: Reductions that are signed by definition (shown with the diverging map even when >= 0).

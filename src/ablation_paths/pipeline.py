@@ -37,6 +37,7 @@ from ablation_paths.diagnostics import (
     UnreliableResultWarning,
     emit,
     result_warnings,
+    score_bounds,
 )
 from ablation_paths.inputs import ClassifierFn, ImageLike, load_image, resolve_target
 from ablation_paths.mask_spaces import (
@@ -359,12 +360,34 @@ def explain_once(
     return assemble(prepared, baseline, space, opt, evaluation, heatmaps, request, options)
 
 
+#: The blur ``regularization="auto"`` keeps when the pinned test cannot decide.
+DEFAULT_REGULARIZATION: float = float(AblationPathConfig().regularization)
+
+
+def pinned_test_decidable(prepared: Prepared, baseline: Baseline, request: ExplainRequest) -> bool:
+    """Whether the pinned test can tell candidate blurs apart: it depends only on ``T`` and the
+    target probabilities at the path's ends (image and baseline), which every candidate shares
+    (:meth:`ablation_paths.diagnostics.ScoreBounds.decidable`)."""
+    with torch.no_grad():
+        p_base = prepared.classifier.probabilities(baseline.image.unsqueeze(0))
+    bounds = score_bounds(
+        request.score,
+        float(prepared.probs[0, prepared.target]),
+        float(p_base[0, prepared.target]),
+        n_steps=request.config.n_steps,
+        with_ends=request.config.score_with_ends,
+    )
+    return bounds.decidable()
+
+
 def auto_regularize(
     prepared: Prepared, baseline: Baseline, request: ExplainRequest, options: Mapping[str, Any]
 ) -> tuple[AblationPathResult, list[Warning]]:
     """``regularization="auto"``: the weakest blur of ``request.auto_candidates`` whose path
     is not pinned (:attr:`AblationPathResult.pinned`, thesis 2.8.3), so no ground truth is
-    needed.
+    needed. Where the pinned test cannot decide (:func:`pinned_test_decidable`: the classifier
+    is about as confident on the image as a score can show), every candidate would pass, so the
+    default blur (:data:`DEFAULT_REGULARIZATION`) is kept instead of the weakest.
 
     Returns the result, with ``info["regularization_auto"] = {"chosen", "tried", "all_pinned"}``,
     and the warnings to add: when every candidate is pinned, the strongest blur's result comes
@@ -372,15 +395,22 @@ def auto_regularize(
     """
     if not request.auto_candidates:
         raise ValueError("no candidate blurs for regularization='auto'")
+    decidable = pinned_test_decidable(prepared, baseline, request)
+    candidates = request.auto_candidates if decidable else (DEFAULT_REGULARIZATION,)
     tried: dict[str, float] = {}
-    for blur in request.auto_candidates:
+    for blur in candidates:
         attempt = dataclasses.replace(request, config=request.config.replace(regularization=blur))
         result = explain_once(prepared, baseline, attempt, options)
         tried[str(blur)] = result.path_score
         pinned = result.pinned
         if not pinned:
             break
-    result.info["regularization_auto"] = {"chosen": blur, "tried": tried, "all_pinned": pinned}
+    result.info["regularization_auto"] = {
+        "chosen": blur,
+        "tried": tried,
+        "all_pinned": pinned,
+        "decidable": decidable,
+    }
     result.info["wall_seconds"] = time.perf_counter() - prepared.start
     if not pinned:
         return result, []

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ablation_paths.diagnostics import ScoreBounds, is_pinned, score_bounds
 from ablation_paths.io import atomic_write
 from ablation_paths.reductions import boundary_window, class_transition_index, natural_reduction
-from ablation_paths.scores import SCORES, max_score
+from ablation_paths.scores import SCORES
 
 __all__ = ["AblationPathResult", "ResultFileError", "load", "MAX_RESULT_BYTES"]
 
@@ -96,10 +97,30 @@ class AblationPathResult:
         return float(self.times[class_transition_index(self.probs[1:-1], self.target)])
 
     @property
+    def score_bounds(self) -> ScoreBounds:
+        """What the path score can reach for this ``T`` and the target probabilities at the
+        ends (see :func:`ablation_paths.diagnostics.score_bounds`)."""
+        return score_bounds(
+            self.score,
+            float(self.probs[0, self.target]),
+            float(self.probs[-1, self.target]),
+            n_steps=int(self.path.shape[0]),
+            with_ends=bool(self.info.get("config", {}).get("score_with_ends", False)),
+        )
+
+    @property
     def pinned(self) -> bool:
-        """Path score pinned near its maximum: a sign of adversarial, under-regularised paths
-        (thesis 2.8.3)."""
-        return self.path_score > max_score(self.score) - 0.02
+        """Path score pinned near what any path can reach and above what a faithful one
+        reaches: a sign of adversarial, under-regularised paths (thesis 2.8.3; the test is
+        :func:`ablation_paths.diagnostics.is_pinned`)."""
+        return is_pinned(
+            self.path_score,
+            self.score,
+            float(self.probs[0, self.target]),
+            float(self.probs[-1, self.target]),
+            n_steps=int(self.path.shape[0]),
+            with_ends=bool(self.info.get("config", {}).get("score_with_ends", False)),
+        )
 
     @property
     def default_reduction(self) -> str:

@@ -137,13 +137,25 @@ class SiftMaskSpace(MaskSpace):
         return self.decomposition.contrast_heatmap(1 - masks, sigma_lp, sigma_hp)
 
 
+def _pop_weighting(params: dict[str, Any]) -> dict[str, bool]:
+    """Take the mass-weighting options of :class:`SiftMaskSpace` out of ``params``."""
+    return {
+        "mass_weighted": bool(params.pop("mass_weighted", False)),
+        "mass_residual": bool(params.pop("mass_residual", False)),
+    }
+
+
 @register_mask_space("sift")
 class SiftFeatures(MaskSpaceFactory):
     """The ``"sift"`` mask space: the image's SIFT features (``feature_options`` are
-    :class:`SiftParams` fields and ``mass_weighted``), the implicit all-zero baseline (4.3.1) and
-    no spatial regularisation (4.3.2)."""
+    :class:`SiftParams` fields, ``mass_weighted`` and ``mass_residual``), the implicit all-zero
+    baseline (4.3.1) and no spatial regularisation (4.3.2)."""
 
-    options = (*(f.name for f in dataclasses.fields(SiftParams)), "mass_weighted")
+    options = (
+        *(f.name for f in dataclasses.fields(SiftParams)),
+        "mass_weighted",
+        "mass_residual",
+    )
     ignored_config = ("mask_size", "regularization")
 
     @classmethod
@@ -163,8 +175,8 @@ class SiftFeatures(MaskSpaceFactory):
         options: Mapping[str, Any],
     ) -> SiftMaskSpace:
         params = dict(options)
-        mass_weighted = bool(params.pop("mass_weighted", False))
-        return SiftMaskSpace(decompose(image, **params), mass_weighted=mass_weighted)
+        weighting = _pop_weighting(params)
+        return SiftMaskSpace(decompose(image, **params), **weighting)
 
     @classmethod
     def from_result(cls, result: AblationPathResult) -> SiftMaskSpace | None:
@@ -173,5 +185,5 @@ class SiftFeatures(MaskSpaceFactory):
         params: dict[str, Any] = {
             k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()
         }
-        mass_weighted = bool(params.pop("mass_weighted", False))
-        return SiftMaskSpace(decompose(result.image.float(), **params), mass_weighted=mass_weighted)
+        weighting = _pop_weighting(params)
+        return SiftMaskSpace(decompose(result.image.float(), **params), **weighting)
