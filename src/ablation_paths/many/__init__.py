@@ -303,8 +303,9 @@ def explain_item(
     """One image's explanation as both engines compute it (``payload`` from the driver).
 
     The library's own warnings about the result are not printed (they would be repeated for
-    every image and break the progress bar); their messages go to ``result.info["warnings"]``,
-    and from there to ``done.json`` and the gallery. Other warnings pass through."""
+    every image and break the progress bar); their messages are added to
+    ``result.info["warnings"]``, and from there go to ``done.json`` and the gallery. Other
+    warnings pass through."""
     from ablation_paths.api import explain
     from ablation_paths.diagnostics import AblationPathWarning
 
@@ -318,7 +319,8 @@ def explain_item(
             ours.append(" ".join(str(w.message).split()))
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    result.info["warnings"] = list(dict.fromkeys(ours))
+    stored = [" ".join(str(m).split()) for m in result.info.get("warnings", [])]
+    result.info["warnings"] = list(dict.fromkeys([*stored, *ours]))
     result.info["wall_seconds"] = time.perf_counter() - start
     return result
 
