@@ -11,6 +11,12 @@ Writes ``OUT/DATASET/`` (one folder per image, ``index.html``, ``audit.html``, `
 ``boxes.json``) and prints one table row per class.
 
     python scripts/audit_demo.py --n 64 --out /tmp/ap/audit_demo
+
+Result (64 images per data set, seed 0; full table in docs/own-model.md, section 6):
+``planted_bias``: every class and the all-classes row flagged "same place" (co-location
+5.3-7.8 x chance, p = 0.002, the smallest 499 shifts give), and with the decoy objects' boxes
+also "outside the objects" (0-1 % of the evidence inside them). ``localisation``: nothing
+flagged (co-location 0.3-3.1; 93-100 % of the evidence inside the objects' boxes).
 """
 
 from __future__ import annotations
