@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -119,29 +119,44 @@ def equivariance_error(
     n_angles: int = 4,
     generator: torch.Generator | None = None,
     radius: float = 1.0,
+    angles: Sequence[float] | None = None,
 ) -> float:
-    """Rotation-equivariance error ``||F(R x) - R F(x)|| / ||F(x)||`` on the disc.
+    """Rotation-equivariance error ``||F(R x) - R F(x)|| / ||F(x)||``.
+
+    Inputs are masked to the particle disc; the norms are taken over the disc of ``radius``
+    (disc units), so ``radius < 1`` measures the inner disc and leaves out the rim.
 
     Args:
         model: maps ``(B, 1, L, L)`` to ``(B, 1, L, L)``.
         x: ``(B, 1, L, L)`` inputs (masked to the disc here).
         n_angles: number of random angles, uniform in ``[0, 2 pi)``, one draw per angle.
         generator: random generator for the angles (reproducibility).
-        radius: disc radius (disc units) over which the norms are taken.
+        radius: radius of the disc over which the norms are taken.
+        angles: explicit angles in radians (overrides ``n_angles``), e.g. multiples of pi/2.
 
     Returns:
         The ratio averaged over images and angles.
     """
     if x.ndim != 4 or x.shape[1] != 1:
         raise ValueError(f"equivariance_error expects (B, 1, L, L), got {tuple(x.shape)}")
+    if not 0 < radius <= 1:
+        raise ValueError(f"radius must be in (0, 1], got {radius}")
+    if angles is None:
+        if n_angles < 1:
+            raise ValueError(f"n_angles must be >= 1, got {n_angles}")
+        angles = [
+            float(torch.rand((), generator=generator)) * 2.0 * math.pi for _ in range(n_angles)
+        ]
+    elif len(angles) == 0:
+        raise ValueError("angles must not be empty")
+    full = disc(x.shape[-1], x)
     m = disc(x.shape[-1], x, radius)
-    x = x * m
-    fx = model(x) * m
-    den = fx.flatten(1).norm(dim=1).clamp_min(1e-30)
+    x = x * full
+    fx = model(x) * full
+    den = (fx * m).flatten(1).norm(dim=1).clamp_min(1e-30)
     errs = []
-    for _ in range(n_angles):
-        a = float(torch.rand((), generator=generator)) * 2.0 * math.pi
-        f_rx = model(rotate_images(x, a) * m) * m
+    for a in angles:
+        f_rx = model(rotate_images(x, a) * full) * m
         r_fx = rotate_images(fx, a) * m
         errs.append(((f_rx - r_fx).flatten(1).norm(dim=1) / den).mean())
     return float(torch.stack(errs).mean())
