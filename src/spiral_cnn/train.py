@@ -71,14 +71,14 @@ class TrainConfig:
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    epochs: int = 40
+    epochs: int = 30
     batch_size: int = 32
     lr: float = 2e-3
     augment: bool = False
     seed: int = 0
     eq_images: int = 64
     eq_angles: int = 4
-    patience: int = 5
+    patience: int = 4
     min_delta: float = 0.005
     bn_images: int = 512
     device: str = "cpu"
