@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import time
 from pathlib import Path
@@ -156,49 +157,68 @@ def cmd_run(a: argparse.Namespace) -> None:
     controls(out, a, data)
     (tn, tc), (vn, vc), (en, ec) = data["train"], data["val"], data["test"]
     names = a.models.split(",")
-    for seed in range(a.seeds):  # seed-major: partial results stay balanced across models
-        for name in names:
-            arch, channels, kernel = ARCHS[name]
-            for aug in (False, True):
-                run_dir = (
-                    out / f"snr{snr_tag(a.snr)}" / f"{name}{'+aug' if aug else ''}" / f"s{seed}"
-                )
-                if (run_dir / "final.json").exists():
-                    continue
-                cfg = TrainConfig(
-                    model=ModelConfig(
-                        arch=arch, size=a.size, channels=channels, depth=a.depth, kernel=kernel
-                    ),
-                    epochs=a.max_epochs,
-                    batch_size=32,
-                    lr=a.lr,
-                    augment=aug,
-                    seed=seed,
-                    eq_images=a.eq_images,
-                    eq_angles=4,
-                    patience=a.patience,
-                )
-                t0 = time.perf_counter()
-                with open(out / "run.log", "a") as log:
+    # Seed-major, so that partial results stay balanced across models; --reverse walks the same
+    # cells from the other end, for a second worker (cells are claimed with lock files).
+    cells = [(seed, n, aug) for seed in range(a.seeds) for n in names for aug in (False, True)]
+    for seed, name, aug in reversed(cells) if a.reverse else cells:
+        arch, channels, kernel = ARCHS[name]
+        run_dir = out / f"snr{snr_tag(a.snr)}" / f"{name}{'+aug' if aug else ''}" / f"s{seed}"
+        if (run_dir / "final.json").exists() or not _claim(run_dir):
+            continue
+        cfg = TrainConfig(
+            model=ModelConfig(
+                arch=arch, size=a.size, channels=channels, depth=a.depth, kernel=kernel
+            ),
+            epochs=a.max_epochs,
+            batch_size=32,
+            lr=a.lr,
+            augment=aug,
+            seed=seed,
+            eq_images=a.eq_images,
+            eq_angles=4,
+            patience=a.patience,
+        )
+        t0 = time.perf_counter()
+        with open(out / "run.log", "a") as log:
 
-                    def say(msg: str, log: Any = log) -> None:
-                        log.write(msg + "\n")
-                        log.flush()
+            def say(msg: str, log: Any = log) -> None:
+                log.write(msg + "\n")
+                log.flush()
 
-                    hist = train(cfg, tn, tc, vn, vc, run_dir, progress=False, report=say)
-                model, _ = load_model(run_dir)
-                res = {
-                    "seconds": time.perf_counter() - t0,
-                    "epochs": hist[-1]["epoch"],
-                    "best_epoch": hist[-1]["best_epoch"],
-                    "stopped": hist[-1]["stopped"],
-                    "eq_epoch0": hist[0]["equivariance"],
-                    "n_params": sum(p.numel() for p in model.parameters()),
-                    **score(model, en, ec, a.eq_images),
-                }
-                (run_dir / "final.json").write_text(strict_json(res))
-                print(strict_json({"snr": a.snr, "run": str(run_dir), **res}), flush=True)
+            hist = train(cfg, tn, tc, vn, vc, run_dir, progress=False, report=say)
+        model, _ = load_model(run_dir)
+        res = {
+            "seconds": time.perf_counter() - t0,
+            "epochs": hist[-1]["epoch"],
+            "best_epoch": hist[-1]["best_epoch"],
+            "stopped": hist[-1]["stopped"],
+            "eq_epoch0": hist[0]["equivariance"],
+            "n_params": sum(p.numel() for p in model.parameters()),
+            **score(model, en, ec, a.eq_images),
+        }
+        (run_dir / "final.json").write_text(strict_json(res))
+        (run_dir / "lock").unlink(missing_ok=True)
+        print(strict_json({"snr": a.snr, "run": str(run_dir), **res}), flush=True)
     print(f"done in {time.perf_counter() - t_start:.0f} s", flush=True)
+
+
+def _claim(run_dir: Path) -> bool:
+    """Claim a cell for this process (a lock file with the PID; stale locks are taken over)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / "lock"
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            pid = int(lock.read_text() or "0")
+            os.kill(pid, 0)
+            return False  # another live worker holds it
+        except (ValueError, ProcessLookupError):
+            lock.write_text(str(os.getpid()))
+            return True
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    return True
 
 
 COLS = [
@@ -303,6 +323,7 @@ def main() -> None:
     r.add_argument("--eq-images", type=int, default=64)
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--models", default=",".join(ARCHS))
+    r.add_argument("--reverse", action="store_true", help="walk the cells from the last one")
     r.set_defaults(func=cmd_run)
     q = sub.add_parser("report")
     q.add_argument("--out", default="out/spiral_study")
