@@ -326,7 +326,12 @@ def _read_checkpoint(p: Path, device: str | torch.device) -> dict[str, Any]:
     try:
         ck = torch.load(p, map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - re-raised with the file name
-        raise ValueError(f"{p} is not a readable spiral-cnn checkpoint: {exc}") from exc
+        # torch's own message is many lines and suggests weights_only=False, which would run
+        # code from the file: report only what failed.
+        raise ValueError(
+            f"{p} is not a readable spiral-cnn checkpoint (a safe weights-only load failed: "
+            f"{type(exc).__name__})"
+        ) from exc
     if not isinstance(ck, dict):
         raise ValueError(f"{p} is not a spiral-cnn checkpoint (top level is not a dict)")
     missing = [k for k in ("model", "config", "normalisation") if k not in ck]
