@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from spiral_cnn.cli import main
-from spiral_cnn.mrc import MAX_EXTENDED_HEADER, MrcNote, read_stack, write_stack
+from spiral_cnn.mrc import MAX_EXTENDED_HEADER, MrcNote, read_stack
 
 RNG = np.random.default_rng(0)
 
