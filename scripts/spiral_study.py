@@ -160,6 +160,8 @@ def cmd_run(a: argparse.Namespace) -> None:
     # Seed-major, so that partial results stay balanced across models; --reverse walks the same
     # cells from the other end, for a second worker (cells are claimed with lock files).
     cells = [(seed, n, aug) for seed in range(a.seeds) for n in names for aug in (False, True)]
+    if a.middle:  # a third worker: start in the middle of the list
+        cells = cells[len(cells) // 2 :] + cells[: len(cells) // 2]
     for seed, name, aug in reversed(cells) if a.reverse else cells:
         arch, channels, kernel = ARCHS[name]
         run_dir = out / f"snr{snr_tag(a.snr)}" / f"{name}{'+aug' if aug else ''}" / f"s{seed}"
@@ -324,6 +326,7 @@ def main() -> None:
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--models", default=",".join(ARCHS))
     r.add_argument("--reverse", action="store_true", help="walk the cells from the last one")
+    r.add_argument("--middle", action="store_true", help="start from the middle cell")
     r.set_defaults(func=cmd_run)
     q = sub.add_parser("report")
     q.add_argument("--out", default="out/spiral_study")
