@@ -3,10 +3,14 @@ PYTHON ?= python3
 VENV ?= .venv
 # torch is installed first so that pip does not pull a multi-GB CUDA build where a CPU one exists.
 TORCH_SPEC ?= torch==2.13.0
+# The oldest build and runtime versions pyproject.toml declares (setuptools 77.0.0 is yanked).
+LOWEST_SETUPTOOLS ?= 77.0.1
+LOWEST_PILLOW ?= 9.1.0
+SCRATCH ?= /tmp/ablation-paths-lower-bounds
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint typecheck check clean
+.PHONY: demo test test-fast lint typecheck check wheel lower-bounds clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,5 +37,23 @@ typecheck: $(STAMP)
 
 check: lint typecheck
 
+# The wheel (with the report's template files as package data) in dist/.
+wheel:
+	$(PYTHON) -m pip wheel --no-deps -w dist .
+
+# Build with the oldest declared setuptools, install into a clean venv with the oldest declared
+# Pillow, and run both commands there (needs the package index; not part of `make test`).
+lower-bounds:
+	rm -rf $(SCRATCH)
+	$(PYTHON) -m venv $(SCRATCH)/build
+	$(SCRATCH)/build/bin/python -m pip install -q "setuptools==$(LOWEST_SETUPTOOLS)"
+	$(SCRATCH)/build/bin/python -m pip wheel -q --no-build-isolation --no-deps -w $(SCRATCH)/dist .
+	$(PYTHON) -m venv $(SCRATCH)/run
+	$(SCRATCH)/run/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(SCRATCH)/run/bin/python -m pip install -q $(SCRATCH)/dist/*.whl "pillow==$(LOWEST_PILLOW)" "$(TORCH_SPEC)"
+	cd $(SCRATCH) && run/bin/ablation-paths --version && run/bin/spiral-cnn --version
+	cd $(SCRATCH) && run/bin/ablation-paths explain --out demo --max-iterations 3
+	test -s $(SCRATCH)/demo/report.html
+
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo_output dist build .pytest_cache .mypy_cache .ruff_cache

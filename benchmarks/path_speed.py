@@ -129,7 +129,7 @@ def bench_model(name: str, model: nn.Module, image: torch.Tensor, repeats: int, 
 
 def bench_projection(device: torch.device, repeats: int = 50) -> None:
     torch.manual_seed(0)
-    from ablation_paths.mask_spaces import gaussian_blur
+    from ablation_paths.filters import gaussian_blur
 
     base = affine_path(16, (64, 64), device=device)
     step = gaussian_blur(torch.randn(16, 1, 64, 64, device=device), 3.0).squeeze(1)

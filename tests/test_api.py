@@ -245,3 +245,157 @@ def test_error_model_returning_nan(tiny_image):
 
     with pytest.raises(ValueError, match="NaN or infinite logits"):
         ap.explain(NaNModel().eval(), tiny_image, **FAST)
+
+
+def test_result_warnings_name_each_problem():
+    from dataclasses import replace
+
+    from ablation_paths.diagnostics import UnreliableResultWarning, result_warnings
+    from ablation_paths.result import AblationPathResult
+
+    probs = torch.tensor([[0.9, 0.1], [0.5, 0.5], [0.2, 0.8]])
+    base = AblationPathResult(
+        path=torch.full((1, 2, 2), 0.5),
+        times=torch.tensor([0.5]),
+        target=0,
+        score="retain",
+        probs=probs,
+        path_score=0.5,
+        saturation=0.9,
+        iterations=3,
+        converged=True,
+        stopped="saturated",
+        heatmaps={},
+        image=torch.zeros(3, 2, 2),
+        baseline_image=torch.zeros(3, 2, 2),
+    )
+    assert result_warnings(base) == []
+    msgs = [m for _, m in result_warnings(replace(base, target=1))]
+    assert len(msgs) == 1 and "not the predicted class" in msgs[0]
+    low = replace(base, probs=torch.tensor([[0.995, 0.005], [0.5, 0.5], [0.2, 0.8]]), target=1)
+    assert "probability 0.005" in result_warnings(low)[0][1]
+    unsat = result_warnings(replace(base, converged=False, saturation=0.4))
+    assert [c for c, _ in unsat] == [UnreliableResultWarning] and "did not saturate" in unsat[0][1]
+    assert "pinned" in result_warnings(replace(base, path_score=0.99))[0][1]
+
+
+# ---------------------------------------------------------------------------- option checks
+
+
+def test_unknown_option_names_the_closest_match_at_every_entry_point(tiny_model, tiny_image):
+    from ablation_paths.options import UnknownOptionError
+
+    match = r"unknown option 'n_step' \(did you mean 'n_steps'\?\)"
+    with pytest.raises(TypeError, match=match):
+        ap.explain(tiny_model, tiny_image, n_step=3)
+    with pytest.raises(ValueError, match=match):
+        ap.AblationPath(tiny_model).attribute(tiny_image.unsqueeze(0), target=0, n_step=3)
+    x = tiny_image.unsqueeze(0).numpy()
+    with pytest.raises(ValueError, match=r"'n_step' \(did you mean 'n_steps'\?\)"):
+        ap.explain_func(tiny_model, x, np.array([0]), n_step=3)
+    with pytest.raises(UnknownOptionError, match="'scor'"):
+        ap.explain_func(tiny_model, x, np.array([0]), scor="dissipate")
+    with pytest.raises(UnknownOptionError, match="mass_weighted"):
+        ap.explain(tiny_model, tiny_image, features="sift", feature_options={"mass_weighed": 1})
+
+
+def test_explain_func_accepts_quantus_keywords(tiny_model, tiny_image):
+    x = torch.stack([tiny_image, tiny_image.flip(-1)]).numpy()
+    quantus = {
+        "method": "AblationPath",
+        "xai_lib": "captum",
+        "softmax": False,
+        "reduce_axes": (),
+        "keepdims": True,
+        "device": "cpu",
+    }
+    first = ap.explain_func(tiny_model, x, np.array([1, 2]), **quantus, **FAST)
+    # channel_first=False reads [B, H, W, C] inputs; the explanation is the same
+    last = ap.explain_func(
+        tiny_model, x.transpose(0, 2, 3, 1), np.array([1, 2]), channel_first=False, **FAST
+    )
+    assert first.shape == last.shape == (2, 1, 32, 32)
+    np.testing.assert_allclose(first, last)
+
+
+def test_options_without_effect_warn(tiny_model, tiny_image):
+    from ablation_paths.diagnostics import IgnoredOptionWarning
+
+    with pytest.warns(IgnoredOptionWarning, match="image_size=24 resizes files"):
+        ap.explain(tiny_model, tiny_image, image_size=24, **FAST)
+    with pytest.warns(IgnoredOptionWarning, match="pixel features take no feature_options"):
+        ap.explain(tiny_model, tiny_image, feature_options={"eta": 2.0}, **FAST)
+    img = torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(0))
+    sift = {"features": "sift", "n_steps": 3, "max_iterations": 1}
+    with pytest.warns(IgnoredOptionWarning, match="regularization=0.05 has no effect"):
+        ap.explain(tiny_model, img, regularization=0.05, **sift)
+    with pytest.warns(IgnoredOptionWarning, match="mask_size=8 has no effect"):
+        ap.explain(tiny_model, img, mask_size=8, **sift)
+    with pytest.raises(ValueError, match="regularization='auto' applies to mask spaces"):
+        ap.explain(tiny_model, img, regularization="auto", **sift)
+    # a tensor of the requested size: nothing is ignored, nothing to say
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IgnoredOptionWarning)
+        ap.explain(tiny_model, tiny_image, image_size=32, **FAST)
+
+
+def test_result_warnings_are_emitted_and_stored(tiny_model, tiny_image):
+    from ablation_paths.diagnostics import UnreliableResultWarning, result_warnings
+
+    with pytest.warns(UnreliableResultWarning) as caught:
+        r = ap.explain(tiny_model, tiny_image, n_steps=4, max_iterations=1)
+    assert r.info["warnings"] == [m for _, m in result_warnings(r)]
+    assert not r.converged and any("did not saturate" in m for m in r.info["warnings"])
+    assert [str(w.message) for w in caught] == r.info["warnings"]
+    assert all(w.filename == __file__ for w in caught)  # points at the caller's line
+
+
+def test_auto_regularization_all_pinned_warns_and_reuses_the_baseline(
+    tiny_model, tiny_image, monkeypatch
+):
+    from ablation_paths import baselines
+    from ablation_paths.diagnostics import UnreliableResultWarning
+    from ablation_paths.optimizer import AUTO_REGULARIZATION
+    from ablation_paths.result import AblationPathResult
+
+    # a stand-in pinned test that pins every path, whatever the pinned criterion is
+    monkeypatch.setattr(AblationPathResult, "pinned", property(lambda self: True))
+    calls = []
+    real = baselines.make_baseline
+    monkeypatch.setattr(
+        baselines, "make_baseline", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    with pytest.warns(UnreliableResultWarning, match="pinned near its maximum for every"):
+        r = ap.explain(tiny_model, tiny_image, regularization="auto", **FAST)
+    auto = r.info["regularization_auto"]
+    assert auto["all_pinned"] is True and auto["chosen"] == AUTO_REGULARIZATION[-1]
+    assert [float(k) for k in auto["tried"]] == list(AUTO_REGULARIZATION)
+    assert len(calls) == 1  # one baseline search for all seven candidates
+    assert any("every candidate blur" in m for m in r.info["warnings"])
+
+
+def test_explain_func_under_a_quantus_metric(tiny_model):
+    quantus = pytest.importorskip("quantus")
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3)).numpy()
+    y = np.array([1, 2])
+
+    def run(**kwargs):
+        metric = quantus.MaxSensitivity(
+            nr_samples=2, lower_bound=0.05, disable_warnings=True, display_progressbar=False
+        )
+        return metric(
+            model=tiny_model,
+            x_batch=x,
+            y_batch=y,
+            a_batch=None,
+            device="cpu",  # Quantus adds it to the explain_func keywords
+            explain_func=ap.explain_func,
+            explain_func_kwargs={"n_steps": 4, "max_iterations": 2, "mask_size": 8, **kwargs},
+        )
+
+    scores = run(score="dissipate")
+    assert len(scores) == 2 and all(np.isfinite(scores))
+    with pytest.raises(ValueError, match="did you mean 'max_iterations'"):
+        run(max_iteration=2)

@@ -160,3 +160,22 @@ def test_extremal_perturbation_finds_the_evidence_with_the_right_area() -> None:
     assert float(masks[0][s.mask].mean()) > 0.8
     assert pointing_game(masks[0], s.mask) == 1.0
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_method_options_travel_as_arguments_not_module_state() -> None:
+    from ablation_paths.bench import methods
+    from ablation_paths.bench.methods import MethodOptions
+
+    assert not hasattr(methods, "AP_OPTIONS") and not hasattr(methods, "EXTREMAL_OPTIONS")
+    model = load_toy_model()
+    s = load_toy_dataset(1, seed=8)[0]
+    one = MethodOptions(ablation_path={"max_iterations": 1, "n_steps": 4})
+    a = compute("ap-retain", model, s.image, s.label, one)
+    assert a.info["iterations"] == 1
+    # the next call without options is not affected by the previous one's options
+    b = compute("ap-retain", model, s.image, s.label)
+    assert b.info["iterations"] > 1
+    ex = compute("extremal", model, s.image, s.label, MethodOptions(extremal={"max_iter": 3}))
+    assert ex.info["max_iter"] == 3
+    four = MethodOptions(extremal={"max_iter": 4})
+    assert compute("extremal", model, s.image, s.label, four).info["max_iter"] == 4

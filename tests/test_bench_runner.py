@@ -68,7 +68,9 @@ def test_failed_sanity_rerun_keeps_the_heatmap_record(
 
     calls = []
 
-    def flaky(model: torch.nn.Module, image: torch.Tensor, target: int) -> torch.Tensor:
+    def flaky(
+        model: torch.nn.Module, image: torch.Tensor, target: int, options: methods.MethodOptions
+    ) -> torch.Tensor:
         calls.append(model)
         if len(calls) > 1:  # the rerun on the randomised model
             raise ValueError("zero gradient")

@@ -132,3 +132,50 @@ def test_view_writes_report_for_saved_result(tmp_path, user_model, image_file):
     text = html.read_text()
     assert "a<b>" not in text  # the class name is escaped wherever it appears
     assert main(["view", str(tmp_path / "missing.npz")]) == 2
+
+
+def test_warnings_are_printed_once_each(tmp_path, user_model, image_file, capsys):
+    """The CLI prints the library's warnings (result_warnings included) once, one line each."""
+    out = tmp_path / "o"
+    rc = main(
+        ["explain", str(image_file), "--model", user_model, "--out", str(out),
+         "--max-iterations", "1", "--stop-saturation", "1.0", "--n-steps", "3", "--quiet"]
+    )  # fmt: skip
+    assert rc == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "warning:" in ln]
+    assert any("did not saturate" in ln for ln in lines)
+    assert len(lines) == len(set(lines))
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_flag_anywhere_shows_the_traceback(tmp_path, image_file, where):
+    argv = ["explain", str(image_file), "--model", "no_such_module_xyz:f", "--out",
+            str(tmp_path / "o")]  # fmt: skip
+    argv = ["--debug", *argv] if where == "before" else [*argv, "--debug"]
+    with pytest.raises(ValueError, match="cannot import"):
+        main(argv)
+
+
+def test_rerun_replaces_a_complete_result(tmp_path, user_model, image_file):
+    out = tmp_path / "o"
+    assert main(["explain", str(image_file), "--model", user_model, "--out", str(out), *FAST]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                str(image_file),
+                "--model",
+                user_model,
+                "--out",
+                str(out),
+                "--target",
+                "c",
+                *FAST,
+            ]
+        )  # fmt: skip
+        == 0
+    )
+    assert json.loads((out / "summary.json").read_text())["target"] == 2
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["path.npz", "heatmaps.png", "path.png", "report.html", "summary.json"]
+    )

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from ablation_paths import AblationPathConfig, check_axioms
+from ablation_paths.filters import gaussian_blur
 from ablation_paths.inputs import ClassifierFn
-from ablation_paths.mask_spaces import PixelMaskSpace, gaussian_blur
+from ablation_paths.mask_spaces import PixelMaskSpace
 from ablation_paths.optimizer import optimize_paths, pinch, saturate
 from ablation_paths.paths import affine_path
 from ablation_paths.scores import SCORES, n_paths, score_value

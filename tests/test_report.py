@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
+import html
 import io
 import json
 import os
 import re
 import shutil
+import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +24,10 @@ from PIL import Image
 from torch import nn
 
 import ablation_paths
+from ablation_paths.diagnostics import result_warnings
 from ablation_paths.report import TOP_OTHERS, _pixel_frames, render_report, write_report
 from ablation_paths.result import AblationPathResult
+from ablation_paths.templates import template_text
 
 EVIL = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 NAMES = ["cat", EVIL, "dog & <b>co</b>", "fox", "owl"]
@@ -151,12 +157,27 @@ def test_summary_and_warnings(straddle: AblationPathResult) -> None:
     page = render_report(unsaturated)
     assert page.count('class="warning"') >= 1 and "did not saturate" in page
     pinned = dataclasses.replace(straddle, converged=True, path_score=1.995)
-    assert pinned.pinned and "pinned near its maximum" in render_report(pinned)
+    assert pinned.pinned
+    pinned_page = render_report(pinned)
+    for _, message in result_warnings(pinned):
+        assert html.escape(message[1:]) in pinned_page
+    # the page shows exactly the library's checks (diagnostics.result_warnings), escaped
+    for _, message in result_warnings(unsaturated):
+        assert html.escape(message[1:]) in page
+    probs = straddle.probs.clone()
+    probs[0] = torch.nn.functional.one_hot(torch.tensor(straddle.target), probs.shape[1])
     clean = dataclasses.replace(
-        straddle, converged=True, path_score=0.5, info={**straddle.info, "baseline": {}}
+        straddle,
+        converged=True,
+        path_score=0.5,
+        probs=probs,
+        info={**straddle.info, "baseline": {}},
     )
+    assert result_warnings(clean) == []
     page = render_report(clean)
     assert 'class="warning"' not in page
+    still = dataclasses.replace(clean, info={**clean.info, "baseline": {"flips_class": False}})
+    assert "still classified as the target" in render_report(still)  # the report's own note
     assert 'id="summary"' in page and 'id="settings"' in page
     for kind in straddle.heatmaps:  # every reduction, with and without the window
         assert f'data-kind="{kind}" data-window="false"' in page
@@ -208,6 +229,234 @@ def test_non_finite_values_render(straddle: AblationPathResult) -> None:
     assert data["paths"][0]["probs"][2][data["classes"].index(0)] is None
 
 
+#: Markup, both quotes, an ampersand and template placeholders: all must stay literal text.
+HOSTILE = "<img src=x onerror=alert(1)>\"'&${title}$data"
+
+
+@pytest.fixture(scope="module")
+def hostile(straddle: AblationPathResult) -> AblationPathResult:
+    """The straddling result with the hostile string in every text the page shows: the target
+    and every other class slot, a heatmap name, a setting (key and value), the baseline note,
+    an info entry; unsaturated and with the target not predicted, so warnings name the target."""
+    names = [f"{HOSTILE}{k}" for k in range(len(NAMES))]
+    config = {**straddle.info.get("config", {}), HOSTILE: HOSTILE}
+    info = {
+        **straddle.info,
+        "config": config,
+        "baseline": {"flips_class": False, "note": HOSTILE},
+        HOSTILE: [HOSTILE, 0.5],
+    }
+    return dataclasses.replace(
+        straddle,
+        class_names=names,
+        target_name=names[straddle.target],
+        heatmaps={**straddle.heatmaps, HOSTILE: straddle.heatmaps["average"]},
+        info=info,
+        converged=False,
+    )
+
+
+class _Page(HTMLParser):
+    """Every text node with the elements it is in, every element with its (decoded)
+    attributes; checks that elements nest properly."""
+
+    VOID = {"meta", "img", "input", "br", "line", "polyline", "rect"}
+
+    def __init__(self, page: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[tuple[str, dict[str, str]]] = []
+        self.texts: list[tuple[list[tuple[str, dict[str, str]]], str]] = []
+        self.elements: list[tuple[str, dict[str, str]]] = []
+        self.feed(page)
+        self.close()
+        assert self.stack == [], f"unclosed elements: {[t for t, _ in self.stack]}"
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        element = (tag, {k: v or "" for k, v in attrs})
+        self.elements.append(element)
+        if tag not in self.VOID:
+            self.stack.append(element)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.append((tag, {k: v or "" for k, v in attrs}))
+
+    def handle_endtag(self, tag: str) -> None:
+        assert self.stack and self.stack[-1][0] == tag, f"</{tag}> closes {self.stack[-1:]}"
+        self.stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        if data.strip():
+            self.texts.append((list(self.stack), data))
+
+    def text_in(self, tag: str, **attrs: str) -> str:
+        """All text inside elements ``tag`` having ``attrs``."""
+
+        def inside(stack: list[tuple[str, dict[str, str]]]) -> bool:
+            return any(t == tag and all(a.get(k) == v for k, v in attrs.items()) for t, a in stack)
+
+        return "".join(text for stack, text in self.texts if inside(stack))
+
+
+def test_hostile_text_escaped_in_every_position(hostile: AblationPathResult) -> None:
+    """The hostile string shows as text everywhere a result's text appears, and never as
+    markup: no injected element or attribute, and the page's elements nest as written."""
+    page = render_report(hostile, title=HOSTILE)
+    assert "<img src=x" not in page and HOSTILE not in page
+    parsed = _Page(page)
+    assert not [a for _, a in parsed.elements if "onerror" in a or a.get("src") == "x"]
+    assert len(re.findall(r"<script\b", page)) == 2
+    places = {
+        "<title>": parsed.text_in("title"),
+        "heading": parsed.text_in("h1", id="title"),
+        "target label": parsed.text_in("strong", id="target-label"),
+        "curve legend": parsed.text_in("ul", **{"class": "legend"}),
+        "warnings": parsed.text_in("div", id="warnings"),
+        "summary": parsed.text_in("table", id="summary"),
+        "settings": parsed.text_in("table", id="settings"),
+        "heatmap caption": parsed.text_in("div", **{"class": "row heatmaps"}),
+    }
+    for where, text in places.items():
+        assert HOSTILE in text, where
+    # the target's name (as repr) and the baseline note
+    assert places["warnings"].count("<img src=x onerror=alert(1)>") >= 2
+    kinds = [a["data-kind"] for t, a in parsed.elements if t == "figure" and "data-kind" in a]
+    assert kinds.count(HOSTILE) == 2  # with and without the window
+    data = _data(page)  # every class slot survives as data, for textContent
+    assert all(data["names"][str(k)] == f"{HOSTILE}{k}" for k in data["classes"])
+
+
+def test_generic_heatmap_keys_and_labels(straddle: AblationPathResult) -> None:
+    """Every key of ``result.heatmaps`` is rendered, known ones with their words (not bare
+    equation numbers), unknown ones with a fallback label."""
+    extra = dataclasses.replace(
+        straddle, heatmaps={**straddle.heatmaps, "sift_contrast": -straddle.heatmaps["average"]}
+    )
+    parsed = _Page(render_report(extra))
+    captions = {
+        (a["data-kind"], a["data-window"]): a
+        for t, a in parsed.elements
+        if t == "figure" and "data-kind" in a
+    }
+    assert set(captions) == {(k, w) for k in extra.heatmaps for w in ("false", "true")}
+    text = parsed.text_in("div", **{"class": "row heatmaps"})
+    for words in ("Average over the path", "At the class transition", "Influence-weighted"):
+        assert words in text
+    assert "Sift contrast" in text
+    assert "2.7.2" not in text  # equation numbers only in the tooltip
+    assert captions[("average", "false")]["title"] == "thesis 2.7.2A, eq. 2.33"
+
+
+def _heat_src(page: str, kind: str, window: str = "false") -> tuple[np.ndarray, np.ndarray]:
+    """The decoded heatmap and colour bar of one figure."""
+    figure = re.search(
+        rf'<figure[^>]*data-kind="{kind}" data-window="{window}".*?</figure>', page, re.S
+    )
+    assert figure is not None
+    heat = re.search(r'<img class="heat" src="([^"]+)"', figure.group(0))
+    bar = re.search(r'<div class="colorbar"><img src="([^"]+)"', figure.group(0))
+    assert heat is not None and bar is not None
+    return _decode(heat.group(1)), _decode(bar.group(1))
+
+
+def _lut(name: str) -> np.ndarray:
+    import matplotlib
+
+    rgba = matplotlib.colormaps[name](np.linspace(0, 1, 256))[:, :3]
+    return np.round(rgba * 255).astype(np.uint8)
+
+
+def test_heatmaps_in_matplotlib_colour_maps(straddle: AblationPathResult) -> None:
+    """Plain heatmaps are matplotlib's viridis over their own range, signed ones RdBu_r over
+    a symmetric range; each colour bar is its map."""
+    page = render_report(straddle)
+    h = straddle.heatmap("average").double().numpy()
+    rgb, bar = _heat_src(page, "average")
+    index = np.round((h - h.min()) / (h.max() - h.min()) * 255).astype(int)
+    np.testing.assert_array_equal(rgb, _lut("viridis")[index])
+    np.testing.assert_array_equal(bar[0], _lut("viridis"))
+    g = straddle.heatmap("influence", window=True).double().numpy()
+    rgb, bar = _heat_src(page, "influence", "true")
+    m = np.abs(g).max()
+    index = np.round((g / m + 1) / 2 * 255).astype(int)
+    np.testing.assert_array_equal(rgb, _lut("RdBu_r")[index])
+    np.testing.assert_array_equal(bar[0], _lut("RdBu_r"))
+
+
+def test_settings_and_summary_rounded_in_words(straddle: AblationPathResult) -> None:
+    config = {**straddle.info["config"], "step_size": 0.30000000000000004, "pinch": 1 / 3}
+    info = {**straddle.info, "config": config, "wall_seconds": 1.23456789}
+    parsed = _Page(render_report(dataclasses.replace(straddle, info=info)))
+    settings = parsed.text_in("table", id="settings")
+    assert "step size0.3" in settings and "pinch0.3333" in settings
+    assert "time samples5" in settings  # n_steps in words
+    summary = parsed.text_in("table", id="summary")
+    assert "wall time (s)1.235" in summary
+    assert "path score" in summary and "path_score" not in summary
+
+
+def test_script_and_style_are_the_template_files() -> None:
+    """The page inlines the package's report.js / report.css, the CSP allows that script by
+    its hash, and the JavaScript parses (node --check)."""
+    from importlib import resources
+
+    from ablation_paths.templates import placeholders, render, template_text
+
+    folder = resources.files("ablation_paths.templates")
+    script = folder.joinpath("report.js").read_text(encoding="utf-8")
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode()
+    result = _minimal_result()
+    page = render_report(result)
+    assert f"script-src 'sha256-{digest}'" in page
+    assert f"<script>{script}</script>" in page
+    assert folder.joinpath("report.css").read_text(encoding="utf-8") in page
+    for name in ("report.html", "heatmap.html", "heatmaps.html", "path_panel.html"):
+        assert placeholders(template_text(name))  # templates are string.Template text
+    with pytest.raises(KeyError, match="no value for"):
+        render("path_images.html")
+    with pytest.raises(KeyError, match="no placeholder for"):
+        render("path_images.html", prefix="", typo="x")
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: cannot check that report.js parses")
+    js = Path(str(folder.joinpath("report.js")))
+    run = subprocess.run([node, "--check", str(js)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
+def test_template_files_are_package_data() -> None:
+    """Every template file matches a package-data glob of pyproject.toml, so wheels carry it."""
+    import fnmatch
+
+    import tomllib
+
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    globs = meta["tool"]["setuptools"]["package-data"]["ablation_paths"]
+    folder = REPO / "src" / "ablation_paths" / "templates"
+    files = [f for f in folder.iterdir() if f.is_file() and f.suffix != ".py"]
+    assert {f.suffix for f in files} >= {".html", ".css", ".js"}
+    for f in files:
+        assert any(fnmatch.fnmatch(f"templates/{f.name}", g) for g in globs), f.name
+
+
+def _minimal_result() -> AblationPathResult:
+    times = torch.arange(1, 4) / 4
+    return AblationPathResult(
+        path=torch.rand(3, 4, 4),
+        times=times,
+        target=0,
+        score="retain",
+        probs=torch.softmax(torch.randn(5, 3), 1),
+        path_score=0.5,
+        saturation=0.95,
+        iterations=10,
+        converged=True,
+        stopped="saturated",
+        heatmaps={"average": torch.rand(8, 8)},
+        image=torch.rand(3, 8, 8),
+        baseline_image=torch.rand(3, 8, 8),
+    )
+
+
 def test_file_size_for_16_steps_224px() -> None:
     """A 16-step path on a 224 x 224 natural photo gives a report of at most a few MB."""
     from scipy.ndimage import gaussian_filter
@@ -251,7 +500,7 @@ def _chromium() -> str:
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        reason = "the Python package 'playwright' is not installed (pip install '.[report]')"
+        reason = "the Python package 'playwright' is not installed (pip install -e '.[dev]')"
     exe = next(
         (
             p
@@ -412,3 +661,74 @@ def test_missing_browser_skips_or_fails_when_required(monkeypatch: pytest.Monkey
     monkeypatch.delenv("ABLATION_PATHS_REQUIRE_BROWSER")
     with pytest.raises(pytest.skip.Exception, match="Chromium"):
         _chromium()
+
+
+#: What the hostile page shows, read in the browser.
+_READ_HOSTILE = """() => ({
+  title: document.title,
+  heading: document.querySelector("#title").textContent,
+  label: document.querySelector("#target-label").textContent,
+  top: Array.from(document.querySelectorAll("#top-classes .cname")).map((e) => e.textContent),
+  legend: document.querySelector("ul.legend").textContent,
+  injected: document.querySelectorAll("img[src='x'], [onerror]").length,
+  scripts: document.scripts.length,
+  warningColour: getComputedStyle(document.querySelector(".warning")).backgroundColor,
+  under: Array.from(document.querySelectorAll(".overlay img.under")).map((e) => e.src),
+  target: document.querySelector("#target-img").src,
+  heatOpacity: getComputedStyle(document.querySelector(".overlay img.heat")).opacity,
+  cssRules: document.styleSheets[0].cssRules.length,
+})"""
+
+
+def _css_rule_count(css: str) -> int:
+    """Top-level rules of a style sheet (comments removed): what a browser keeps when every
+    rule parses."""
+    text, depth, rules = re.sub(r"/\*.*?\*/", "", css, flags=re.S), 0, 0
+    for char in text:
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        rules += char == "}" and depth == 0
+    return rules
+
+
+def test_hostile_report_in_headless_chromium(hostile: AblationPathResult, tmp_path: Path) -> None:
+    """The hostile string in every position runs nothing and shows as text; the page's style
+    applies under the CSP; heatmaps lie over the target image and follow the opacity slider."""
+    exe = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    report = write_report(hostile, tmp_path / "hostile.html", title=HOSTILE)
+    problems: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, args=BROWSER_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1250, "height": 1000})
+            page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+            page.on("console", lambda msg: _note_console(msg, problems))
+            page.on("dialog", lambda dialog: _note_dialog(dialog, problems))
+            page.on("request", lambda request: _note_request(request.url, problems))
+            page.goto(report.as_uri())
+            page.wait_for_selector("body[data-ready='1']", timeout=5000)
+            shown = page.evaluate(_READ_HOSTILE)
+            assert shown["title"] == shown["heading"] == HOSTILE
+            assert shown["label"] == f"{HOSTILE}{hostile.target}"
+            assert shown["top"] and all(name.startswith(HOSTILE) for name in shown["top"])
+            assert HOSTILE in shown["legend"]
+            assert shown["injected"] == 0 and shown["scripts"] == 2
+            assert shown["warningColour"] == "rgb(255, 243, 205)"  # report.css applies
+            css = template_text("report.css")
+            assert shown["cssRules"] == _css_rule_count(css) > 40  # Chromium parsed every rule
+            assert shown["under"] and all(src == shown["target"] for src in shown["under"])
+            assert float(shown["heatOpacity"]) == pytest.approx(0.65)
+            page.eval_on_selector(
+                "#heat-opacity", "(el) => { el.value = 20; el.dispatchEvent(new Event('input')); }"
+            )
+            opacity = page.evaluate(
+                "() => getComputedStyle(document.querySelector('.overlay img.heat')).opacity"
+            )
+            assert float(opacity) == pytest.approx(0.2)
+            assert page.text_content("#heat-opacity-value") == "0.20"
+            page.evaluate("() => document.querySelector('h2:nth-of-type(2)').scrollIntoView()")
+            page.screenshot(path=str(_artifact_dir() / "report_heatmaps.png"))
+        finally:
+            browser.close()
+    assert problems == []

@@ -33,6 +33,28 @@ def test_voronoi_assignment_matches_brute_force_anisotropic_metric(eta):
     np.testing.assert_array_equal(labels, d2.argmin(-1))
 
 
+@pytest.mark.parametrize("block", [2, 4, 8])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_block_shortcut_equals_brute_force_on_large_grids(block, seed):
+    # the convex-cell shortcut must give every voxel its true owner, on non-square grids whose
+    # sides are not multiples of the block
+    rng = np.random.default_rng(seed)
+    h, w, eta, sigma = 57, 83, 4.0, 1.7
+    kp = np.stack(
+        [rng.uniform(0, w - 1, 60), rng.uniform(0, h - 1, 60), rng.exponential(2.0, 60) + 0.8], 1
+    )
+    tree = cKDTree(np.stack([kp[:, 0], kp[:, 1], eta * kp[:, 2]], 1))
+    labels = assign_cells(tree, (h, w), (h, w), sigma, eta, block=block)
+    gy, gx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    d2 = (
+        (gx[..., None] - kp[:, 0]) ** 2
+        + (gy[..., None] - kp[:, 1]) ** 2
+        + eta**2 * (sigma - kp[:, 2]) ** 2
+    )
+    np.testing.assert_array_equal(labels, d2.argmin(-1))
+    np.testing.assert_array_equal(labels, assign_cells(tree, (h, w), (h, w), sigma, eta, 1))
+
+
 def test_larger_eta_prefers_keypoints_of_the_layer_scale():
     # two keypoints at the same place, different scales: each layer goes to the nearer scale
     kp = np.array([[10.0, 10.0, 1.0], [30.0, 30.0, 20.0]])
@@ -84,3 +106,18 @@ def test_redistribution_guard_for_vanishing_mass():
     np.testing.assert_allclose(out[1, 0], 0.0005 * (1 + (1 - 0.0005) / MIN_MASS))
     with pytest.raises(ValueError, match="cutoff"):
         sparsify(chi, 1.0)
+
+
+@pytest.mark.parametrize("cutoff", [None, 0.0, 0.05])
+def test_chunked_vertical_pass_equals_one_pass(monkeypatch, cutoff):
+    import ablation_paths.sift.cells as cells
+
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 9, size=(31, 45))
+    labels[:, 20:] = 3  # a large cell, so chunks see different feature sets
+    one = blur_cells(labels, 9, (2.5, 1.5))
+    if cutoff is not None:
+        one = sparsify(one, cutoff)
+    monkeypatch.setattr(cells, "CHUNK_ENTRIES", 500)  # many column chunks
+    many = blur_cells(labels, 9, (2.5, 1.5), cutoff=cutoff)
+    np.testing.assert_allclose(many.toarray(), one.toarray(), atol=1e-14)

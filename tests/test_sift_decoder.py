@@ -89,7 +89,10 @@ def test_single_features_have_no_hard_cell_edges(name):
     # every feature is at most as rough as its hard-partition version, and in total much smoother
     assert torch.all(es <= eh * 1.05)
     ratio = (es.sum() / eh.sum()).item()
-    assert ratio < (0.9 if name == "astronaut" else 0.6)
+    # measured 0.77 (astronaut) and 0.81 (smooth; 0.43 with the storage-dependent keypoints, whose
+    # largest keypoint had sigma 4.9 instead of 5.5 - one keypoint decides who owns the coarse
+    # layers of this 9-keypoint image)
+    assert ratio < 0.9
     # the hard partition is still an exact decomposition (the roughness is not a reconstruction bug)
     assert _rel(hard.decode(torch.ones(hard.num_features, dtype=img.dtype)), img) < 1e-10
 
@@ -116,12 +119,37 @@ def test_mass_weights_are_feature_norms(dec):
     torch.testing.assert_close(dec.mass_weights(normalize=True).sum(), torch.tensor(1.0))
 
 
+def test_mass_weights_without_the_residual(dec):
+    # reference: a decomposition of the same image whose residual band is removed; the residual
+    # layer's decoder part is T_res * chi_res, so removing it from every feature's image is the
+    # same as decoding the feature with the residual band zeroed
+    from ablation_paths.sift.scale_space import scale_space
+
+    space = scale_space(dec.image)
+    res_img = space.bands[-1]
+    w = dec.mass_weights(residual=False)
+    idx = [0, 3]
+    full = dec.features(idx)
+    part = dec._decode_residual(idx)
+    torch.testing.assert_close(w[idx], (full - part).flatten(1).norm(dim=1))
+    # all features' residual parts sum to the (upsampled) residual band: the mean colour
+    total = dec._decode_residual(list(range(dec.num_features))).sum(0)
+    from ablation_paths.sift.scale_space import upsample_levels
+
+    zeros = [torch.zeros(res_img.shape[0], *lv.size, dtype=res_img.dtype) for lv in space.levels]
+    want = upsample_levels(zeros[:-1] + [res_img], [lv.size for lv in space.levels])
+    torch.testing.assert_close(total, want.to(total.dtype), rtol=1e-4, atol=1e-5)
+    assert float(w.max() / w.sum()) < float(dec.mass_weights().max() / dec.mass_weights().sum())
+
+
 def test_heatmaps(dec):
     k = dec.num_features
     h, w = dec.image_size
     ones = dec.voronoi_heatmap(torch.ones(k))
     assert ones.shape == (h, w)
-    assert (ones - 1).abs().max().item() < 1e-5  # partition of unity of the field (eq. 4.46)
+    assert abs(ones.mean().item() - 1) < 1e-4  # default: local-energy density of mean 1
+    uni = decompose(dec.image, field_weights="uniform").voronoi_heatmap(torch.ones(k))
+    assert (uni - 1).abs().max().item() < 1e-5  # partition of unity of the field (eq. 4.46)
     v = torch.zeros(k)
     v[0] = 1.0
     single = dec.voronoi_heatmap(v)

@@ -53,9 +53,12 @@ def test_weights(space, image):
     assert w is not None and w.shape == space.mask_shape
     assert torch.all(w >= 0)
     torch.testing.assert_close(w.sum(), torch.tensor(1.0))
-    # eq. 4.45: proportional to the norms of the isolated features
-    raw = space.decomposition.mass_weights()
+    # eq. 4.45 without the residual (mean colour): the norms of the isolated features' band-pass
+    raw = space.decomposition.mass_weights(residual=False)
     torch.testing.assert_close(w, raw / raw.sum())
+    full = SiftMaskSpace(space.decomposition, mass_weighted=True, mass_residual=True).weights()
+    raw = space.decomposition.mass_weights()
+    torch.testing.assert_close(full, raw / raw.sum())
     assert SiftMaskSpace(space.decomposition).weights() is None
 
 
@@ -63,7 +66,10 @@ def test_to_image_and_contrast(space):
     k = space.mask_shape[0]
     hm = space.to_image(torch.full((k,), 0.7))
     assert hm.shape == (48, 64)
-    assert (hm - 0.7).abs().max().item() < 1e-5
+    # default field: the local-energy density, whose all-ones map has mean 1
+    assert abs(hm.mean().item() - 0.7) < 1e-4 and hm.min() > 0
+    uniform = SiftMaskSpace(decompose(space.decomposition.image, field_weights="uniform"))
+    assert (uniform.to_image(torch.full((k,), 0.7)) - 0.7).abs().max().item() < 1e-5
     with pytest.raises(ValueError, match="K ="):
         space.to_image(torch.ones(k + 2))
     with pytest.raises(ValueError, match="K ="):
@@ -78,3 +84,23 @@ def test_to_image_and_contrast(space):
 def test_from_image_passes_parameters(image):
     sp = SiftMaskSpace.from_image(image, max_keypoints=5, contrast_threshold=0.01)
     assert sp.mask_shape == (5,)
+
+
+def test_explain_with_sift_returns_the_contrast_heatmap_and_takes_mass_options(image):
+    """The registered "sift" space passes its weighting options through and its extra heatmap
+    (eq. 4.48) reaches the result."""
+    import ablation_paths as ap
+    from ablation_paths.options import UnknownOptionError
+
+    class Brightness(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            m = x.mean(dim=(1, 2, 3))
+            return torch.stack([4 * m, -4 * m], dim=1)
+
+    model = Brightness().eval()
+    opts = {"mass_weighted": True, "mass_residual": True}
+    r = ap.explain(model, image, 0, features="sift", feature_options=opts, max_iterations=2)
+    assert "sift_contrast" in r.heatmaps
+    assert r.heatmap("sift_contrast").shape == image.shape[1:]
+    with pytest.raises(UnknownOptionError, match="mass_weighted"):
+        ap.explain(model, image, 0, features="sift", feature_options={"mass_weigted": True})

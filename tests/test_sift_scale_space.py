@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from ablation_paths.filters import gaussian_matrix
+from ablation_paths.filters import reflect_index as fold_index
 from ablation_paths.sift.scale_space import (
     blur,
-    fold_index,
-    gaussian_matrix,
     make_grid,
     reconstruct,
     scale_space,

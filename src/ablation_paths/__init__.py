@@ -6,13 +6,16 @@ The public surface::
     AblationPath(model).attribute(inputs, target=..., baselines=None, internal_batch_size=None)
     explain_func(model, inputs, targets, **kwargs)        # Quantus-style
     load(file)                                            # read a saved result
+    register_mask_space(name), mask_space_names()         # the mask-space registry
     project(path), monotonize(series, dim=0)              # the path projections
 """
 
 from ablation_paths.api import AblationPath, explain, explain_func
-from ablation_paths.mask_spaces import MaskSpace, PixelMaskSpace
+from ablation_paths.diagnostics import AblationPathWarning
+from ablation_paths.mask_spaces import MaskSpace, mask_space_names, register_mask_space
 from ablation_paths.optimizer import AblationPathConfig
 from ablation_paths.paths import check_axioms, monotonize, project, saturation
+from ablation_paths.pixel_space import PixelMaskSpace
 from ablation_paths.result import AblationPathResult, load
 
 __version__ = "0.1.0"
@@ -21,7 +24,10 @@ __all__ = [
     "AblationPath",
     "AblationPathConfig",
     "AblationPathResult",
+    "AblationPathWarning",
     "MaskSpace",
+    "mask_space_names",
+    "register_mask_space",
     "PixelMaskSpace",
     "check_axioms",
     "explain",

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ablation_paths.inputs import ClassifierFn, check_image, load_image
-from ablation_paths.mask_spaces import gaussian_blur, gaussian_blur_fft
+from ablation_paths.filters import gaussian_blur, gaussian_blur_fft
+from ablation_paths.inputs import ClassifierFn, ImageLike, check_image, load_image
 
 __all__ = ["Baseline", "blurred_baseline", "constant_baseline", "make_baseline"]
 
@@ -25,6 +27,18 @@ class Baseline:
     note: str = ""
 
 
+#: Bytes of FFT work memory per blur-sigma chunk: the search blurs as many sigmas at once as fit.
+BLUR_SEARCH_BYTES = 256 * 1024**2
+
+
+def _sigmas_per_chunk(image: Tensor, budget: int = BLUR_SEARCH_BYTES) -> int:
+    """How many sigmas one float32 FFT blur can take within ``budget`` bytes (at least 1): each
+    sigma holds a complex ``[C, 2H, W + 1]`` spectrum and a real ``[C, 2H, 2W]`` result."""
+    c, h, w = (int(n) for n in image.shape)
+    per_sigma = c * 2 * h * (w + 1) * 8 + c * 4 * h * w * 4
+    return max(1, budget // per_sigma)
+
+
 def blurred_baseline(
     classifier: ClassifierFn,
     image: Tensor,
@@ -33,25 +47,35 @@ def blurred_baseline(
     sigma_max: float = 100.0,
     n_candidates: int = 16,
     batch_size: int | None = 32,
+    memory_budget: int = BLUR_SEARCH_BYTES,
 ) -> Baseline:
     """Gaussian blur of the target with the smallest sigma that changes the predicted class.
 
     Sigmas (image pixels) are searched on a geometric grid from ``sigma_min`` to ``sigma_max``
-    (thesis eq. 2.32: at least 4, at most 100 px; 16 candidates about 24 % apart); all candidates
-    are blurred with one FFT and classified in one batched forward pass.
+    (thesis eq. 2.32: at least 4, at most 100 px; 16 candidates about 24 % apart), smallest first.
+    Candidates are blurred with a float32 FFT, as many at a time as fit in ``memory_budget``
+    bytes (all 16 for small images, one for multi-megapixel ones), classified in batches of
+    ``batch_size``, and the search stops at the first sigma that changes the class, so memory
+    stays bounded whatever the image size.
     If no candidate changes the class, ``sigma_max`` is used and the result says so.
     """
     image = check_image(image)
     sigmas = np.geomspace(sigma_min, sigma_max, n_candidates)
-    blurred = gaussian_blur_fft(image, torch.from_numpy(sigmas))
-    probs = classifier.probabilities(torch.cat([image.unsqueeze(0), blurred]), batch_size)
-    original = int(probs[0].argmax())
-    flipped = (probs[1:].argmax(dim=1) != original).nonzero()
-    if flipped.numel() > 0:
-        i = int(flipped.min())
-        return Baseline(blurred[i], "blur", float(sigmas[i]), True)
+    original = int(classifier.probabilities(image.unsqueeze(0))[0].argmax())
+    chunk = _sigmas_per_chunk(image, memory_budget)
+    last = image
+    for start in range(0, len(sigmas), chunk):
+        part = sigmas[start : start + chunk]
+        blurred = gaussian_blur_fft(image, torch.from_numpy(part), dtype=torch.float32)
+        probs = classifier.probabilities(blurred, batch_size)
+        flipped = (probs.argmax(dim=1) != original).nonzero()
+        if flipped.numel() > 0:
+            i = int(flipped.min())
+            return Baseline(blurred[i].clone(), "blur", float(part[i]), True)
+        last = blurred[-1].clone()
+        del blurred, probs
     return Baseline(
-        blurred[-1],
+        last,
         "blur",
         float(sigmas[-1]),
         False,
@@ -62,6 +86,8 @@ def blurred_baseline(
 def constant_baseline(image: Tensor, value: float | tuple[float, ...] | Tensor) -> Baseline:
     """A constant-colour baseline: one value or one value per channel."""
     v = torch.as_tensor(value, dtype=image.dtype, device=image.device).reshape(-1, 1, 1)
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError(f"constant baseline values must be finite, got {v.flatten().tolist()}")
     if v.shape[0] not in (1, image.shape[0]):
         raise ValueError(f"constant baseline needs 1 or {image.shape[0]} values, got {v.shape[0]}")
     return Baseline(v.expand_as(image).clone(), "constant")
@@ -85,9 +111,12 @@ def make_baseline(
         if s == "blur":
             return blurred_baseline(classifier, image, batch_size=batch_size)
         if s.startswith("blur:"):
-            sigma = float(s.split(":", 1)[1])
-            if not sigma > 0:
-                raise ValueError(f"blur sigma must be positive, got {sigma}")
+            try:
+                sigma = float(s.split(":", 1)[1])
+            except ValueError:
+                raise ValueError(f"blur sigma must be a number, got {spec!r}") from None
+            if not (sigma > 0 and math.isfinite(sigma)):
+                raise ValueError(f"blur sigma must be positive and finite, got {sigma}")
             return Baseline(gaussian_blur(image.unsqueeze(0), sigma)[0], "blur", sigma)
         named = {"black": 0.0, "white": 1.0, "gray": 0.5, "grey": 0.5}
         if s in named:
@@ -106,7 +135,7 @@ def make_baseline(
         )
     size = (int(image.shape[1]), int(image.shape[2]))
     other = (
-        load_image(spec, size=size)
+        load_image(cast(ImageLike, spec), size=size)
         if not isinstance(spec, Tensor)
         else check_image(spec, "baseline")
     )

@@ -1,25 +1,108 @@
-"""Mask spaces: how a mask is applied to an image.
+"""Mask spaces: how a mask is applied to an image, and the registry of named spaces.
 
 This is the one seam between the optimiser and the feature representation (thesis 2.1.1 "Masks",
 4.3). The optimiser works on paths ``[T, *mask_shape]`` with values in ``[0, 1]`` where ``1`` means
-"removed" and only ever calls the methods below, so pixel masks and SIFT feature gains plug in the
-same way.
+"removed" and only ever calls the methods of :class:`MaskSpace`, so pixel masks and SIFT feature
+gains plug in the same way.
+
+A *registered* mask space is a name (``features="pixel"``, ``--features sift``) bound to a
+:class:`MaskSpaceFactory`: it resolves its baseline (:meth:`~MaskSpaceFactory.make_baseline`),
+builds itself for one image (:meth:`~MaskSpaceFactory.build`), says which ``feature_options`` it
+accepts and which optimiser options it ignores, and rebuilds itself from a saved result for the
+report (:meth:`~MaskSpaceFactory.from_result`). A :class:`MaskSpace` subclass is its own
+factory, so a new space is one class in one file::
+
+    @register_mask_space("grid")
+    class GridMaskSpace(MaskSpace):
+        options = ("cells",)
+        ...  # __init__, apply, to_image, build (and optionally from_result)
+
+Built in: ``"pixel"`` (:mod:`ablation_paths.pixel_space`) and ``"sift"``
+(:mod:`ablation_paths.sift.mask_space`, imported on first use). Installed packages can offer
+more through the ``ablation_paths.mask_spaces`` entry-point group (``NAME = "module"``).
 """
 
 from __future__ import annotations
 
 import abc
-import math
+import importlib
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["MaskSpace", "PixelMaskSpace", "gaussian_blur"]
+from ablation_paths.diagnostics import IgnoredOptionWarning
+from ablation_paths.options import check_known
+
+if TYPE_CHECKING:
+    from ablation_paths.baselines import Baseline
+    from ablation_paths.inputs import ClassifierFn
+    from ablation_paths.optimizer import AblationPathConfig
+    from ablation_paths.pixel_space import PixelMaskSpace
+    from ablation_paths.result import AblationPathResult
+
+__all__ = [
+    "MaskSpace",
+    "MaskSpaceFactory",
+    "PixelMaskSpace",
+    "register_mask_space",
+    "get_mask_space",
+    "mask_space_names",
+    "feature_options",
+    "with_ends",
+    "display_uint8",
+    "path_images",
+    "frames_for_result",
+    "images_for_result",
+]
 
 
-class MaskSpace(abc.ABC):
-    """Abstract mask space.
+class MaskSpaceFactory:
+    """How a registered mask space is made; the defaults suit spaces that blend the image with
+    an image baseline.
+
+    Attributes:
+        options: names of the ``feature_options`` the space accepts (others are an error).
+        ignored_config: :class:`~ablation_paths.AblationPathConfig` fields without effect in
+            this space (changing them from the default gives an ``IgnoredOptionWarning``).
+    """
+
+    options: ClassVar[tuple[str, ...]] = ()
+    ignored_config: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def make_baseline(
+        cls, image: Tensor, classifier: ClassifierFn, spec: Any, config: AblationPathConfig
+    ) -> Baseline:
+        """The baseline ``[C, H, W]`` for ``spec`` (see :func:`ablation_paths.baselines.
+        make_baseline`); an error when it equals the image (nothing could be ablated)."""
+        from ablation_paths.baselines import make_baseline
+
+        base = make_baseline(spec, classifier, image, batch_size=config.batch_size)
+        if float((base.image - image).abs().max()) == 0.0:
+            raise ValueError("the baseline is identical to the image; nothing can be ablated")
+        return base
+
+    @classmethod
+    def build(
+        cls,
+        image: Tensor,
+        baseline: Baseline,
+        config: AblationPathConfig,
+        options: Mapping[str, Any],
+    ) -> MaskSpace:
+        """The space for ``image`` ``[C, H, W]`` and ``baseline``, with checked ``options``."""
+        raise NotImplementedError(f"{cls.__name__} does not implement build()")
+
+    @classmethod
+    def from_result(cls, result: AblationPathResult) -> MaskSpace | None:
+        """Rebuild the space from a saved result (for the report); ``None`` if it cannot."""
+        return None
+
+
+class MaskSpace(MaskSpaceFactory, abc.ABC):
+    """Abstract mask space (and, through :class:`MaskSpaceFactory`, its own factory).
 
     Subclasses define ``mask_shape`` (shape of one mask, e.g. ``(h, w)`` for pixels or ``(K,)`` for
     features) and :meth:`apply`. ``target`` and ``baseline`` are the images ``[C, H, W]`` that the
@@ -52,122 +135,151 @@ class MaskSpace(abc.ABC):
     def to_image(self, values: Tensor) -> Tensor:
         """Turn a per-feature map ``[*mask_shape]`` into an image-resolution heatmap ``[H, W]``."""
 
+    def extra_heatmaps(self, path: Tensor, probs: Tensor, target: int) -> dict[str, Tensor]:
+        """Space-specific heatmaps ``{name: [H, W]}`` at image resolution, added to the result's
+        heatmaps. ``path``: interior samples ``[T, *mask_shape]``; ``probs``: ``[T + 2, K]``
+        along the path, ends included. None by default."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-friendly facts about this space for ``result.info`` (none by default)."""
+        return {}
+
     @property
     def image_size(self) -> tuple[int, int]:
         return int(self.target.shape[-2]), int(self.target.shape[-1])
 
 
-def _gaussian_kernel1d(sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-    radius = max(1, int(math.ceil(3.0 * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    return k / k.sum()
+# ----------------------------------------------------------------------------- the registry
+
+_REGISTRY: dict[str, type[MaskSpaceFactory]] = {}
+#: Built-in spaces, registered when their module is first imported.
+_BUILTIN = {"pixel": "ablation_paths.pixel_space", "sift": "ablation_paths.sift.mask_space"}
+#: Entry-point group through which installed packages offer mask spaces: ``NAME = "module"``,
+#: the module registering ``NAME`` when imported (so ``--features NAME`` finds it).
+ENTRY_POINT_GROUP = "ablation_paths.mask_spaces"
 
 
-def _symmetric_indices(n: int, radius: int, device: torch.device) -> Tensor:
-    """Indices of a half-sample symmetric extension by ``radius`` (works for any radius)."""
-    i = torch.arange(-radius, n + radius, device=device) % (2 * n)
-    return torch.where(i >= n, 2 * n - 1 - i, i)
+def _modules() -> dict[str, str]:
+    """Where the not yet imported spaces live: built-ins and installed plugins."""
+    from importlib.metadata import entry_points
+
+    plugins = {ep.name: ep.value.split(":")[0] for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return {**plugins, **_BUILTIN}
 
 
-def gaussian_blur_fft(image: Tensor, sigmas: Tensor) -> Tensor:
-    """Gaussian blurs of one image ``[C, H, W]`` at ``sigmas [S]`` (pixels) -> ``[S, C, H, W]``.
-
-    Uses the symmetric (mirror) extension, which is periodic with period ``2H x 2W``, so one FFT
-    serves every sigma, however wide the kernel; the transfer function is the continuous
-    Gaussian's, ``exp(-2 pi^2 sigma^2 f^2)``. Agrees with :func:`gaussian_blur` to about 1e-3 for
-    ``sigma >= 1``. Keeps dtype and device.
-    """
-    c, h, w = image.shape
-    ext = torch.cat([image, image.flip(-1)], dim=-1)
-    ext = torch.cat([ext, ext.flip(-2)], dim=-2)  # [C, 2H, 2W], periodic mirror extension
-    spec = torch.fft.rfft2(ext.double())
-    fy = torch.fft.fftfreq(2 * h, dtype=torch.float64, device=image.device)
-    fx = torch.fft.rfftfreq(2 * w, dtype=torch.float64, device=image.device)
-    f2 = fy[:, None] ** 2 + fx[None, :] ** 2
-    s2 = sigmas.to(device=image.device, dtype=torch.float64).view(-1, 1, 1, 1) ** 2
-    transfer = torch.exp(-2.0 * math.pi**2 * s2 * f2)
-    out = torch.fft.irfft2(spec.unsqueeze(0) * transfer, s=(2 * h, 2 * w))
-    return out[..., :h, :w].to(image.dtype).contiguous()
+F = TypeVar("F", bound=type[MaskSpaceFactory])
 
 
-def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur (thesis eq. 2.25) of ``[B, C, H, W]``; ``sigma`` in pixels.
+def register_mask_space(name: str) -> Callable[[F], F]:
+    """Class decorator registering a :class:`MaskSpaceFactory` (usually a :class:`MaskSpace`
+    subclass) as ``features=name``; a name can be registered once."""
 
-    The image is extended symmetrically at its borders (also for kernels wider than the image),
-    so a constant image stays constant and no mass leaks out. ``sigma <= 0`` returns the input.
-    Keeps dtype and device; differentiable.
-    """
-    if images.dim() != 4:
-        raise ValueError(f"gaussian_blur expects [B, C, H, W], got shape {tuple(images.shape)}")
-    if sigma <= 0:
-        return images
-    k = _gaussian_kernel1d(float(sigma), images.dtype, images.device)
-    radius = (k.numel() - 1) // 2
-    b, c, h, w = images.shape
-    x = images.reshape(b * c, 1, h, w)
-    x = x.index_select(3, _symmetric_indices(w, radius, images.device))
-    x = F.conv2d(x, k.view(1, 1, 1, -1))
-    x = x.index_select(2, _symmetric_indices(h, radius, images.device))
-    x = F.conv2d(x, k.view(1, 1, -1, 1))
-    return x.reshape(b, c, h, w)
+    def deco(factory: F) -> F:
+        if not (isinstance(factory, type) and issubclass(factory, MaskSpaceFactory)):
+            raise TypeError(f"mask space {name!r} must be a MaskSpaceFactory subclass")
+        if name in _REGISTRY and _REGISTRY[name] is not factory:
+            raise ValueError(f"mask space {name!r} is already registered")
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
 
 
-class PixelMaskSpace(MaskSpace):
-    """Low-resolution pixel masks, bilinearly upsampled to the image (thesis 2.6.1).
+def mask_space_names() -> list[str]:
+    """Names of the built-in, installed (entry points) and registered mask spaces."""
+    return list(dict.fromkeys([*_BUILTIN, *_modules(), *_REGISTRY]))
 
-    Args:
-        target: image ``[C, H, W]`` (what the classifier sees, after any preprocessing).
-        baseline: image ``[C, H, W]`` of the same shape, dtype and device.
-        mask_size: ``(h, w)`` of the masks.
-        sigma_reg: Gaussian regularisation blur in *mask* pixels (eq. 2.24); ``0`` disables it.
-    """
 
-    def __init__(
-        self,
-        target: Tensor,
-        baseline: Tensor,
-        mask_size: tuple[int, int],
-        sigma_reg: float = 0.0,
-    ) -> None:
-        if target.dim() != 3 or baseline.shape != target.shape:
-            raise ValueError(
-                f"target and baseline must both be [C, H, W] of one shape, got "
-                f"{tuple(target.shape)} and {tuple(baseline.shape)}"
-            )
-        self.target = target
-        self.baseline = baseline.to(dtype=target.dtype, device=target.device)
-        self.mask_shape = (int(mask_size[0]), int(mask_size[1]))
-        self.sigma_reg = float(sigma_reg)
-        self._blur: tuple[Tensor, Tensor, Tensor] | None = None
-        if self.sigma_reg > 0:
-            k = _gaussian_kernel1d(self.sigma_reg, target.dtype, target.device)
-            r = (k.numel() - 1) // 2
-            h, w = self.mask_shape
-            self._blur = (
-                k,
-                _symmetric_indices(h, r, target.device),
-                _symmetric_indices(w, r, target.device),
-            )
+def get_mask_space(name: str) -> type[MaskSpaceFactory]:
+    """The factory registered as ``name``; ``ValueError`` lists the known names."""
+    modules = _modules() if name not in _REGISTRY else {}
+    if name in modules:
+        importlib.import_module(modules[name])
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown features {name!r}; use one of {', '.join(mask_space_names())}")
+    return _REGISTRY[name]
 
-    def upsample(self, masks: Tensor) -> Tensor:
-        """Bilinear upsampling ``[B, h, w] -> [B, 1, H, W]`` (align_corners=False)."""
-        return F.interpolate(
-            masks.unsqueeze(1), size=self.image_size, mode="bilinear", align_corners=False
+
+def feature_options(name: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Check ``options`` against what space ``name`` accepts: unknown names raise
+    :class:`~ablation_paths.options.UnknownOptionError`; options for a space that takes none
+    are ignored with an ``IgnoredOptionWarning``."""
+    import warnings
+
+    given = dict(options or {})
+    factory = get_mask_space(name)
+    if given and not factory.options:
+        warnings.warn(
+            f"{name} features take no feature_options; ignored: {', '.join(sorted(given))}",
+            IgnoredOptionWarning,
+            stacklevel=5,
         )
+        return {}
+    check_known(given, factory.options, f"feature option for {name} features")
+    return given
 
-    def apply(self, masks: Tensor) -> Tensor:
-        theta = self.upsample(masks.to(self.target.dtype))
-        return self.target.unsqueeze(0) + theta * (self.baseline - self.target).unsqueeze(0)
 
-    def regularize(self, masks: Tensor) -> Tensor:
-        if self._blur is None:
-            return masks
-        k, rows, cols = self._blur
-        k = k.to(masks.dtype)
-        x = masks.unsqueeze(1).index_select(3, cols)
-        x = F.conv2d(x, k.view(1, 1, 1, -1)).index_select(2, rows)
-        return F.conv2d(x, k.view(1, 1, -1, 1)).squeeze(1)
+# ----------------------------------------------------------------------------- frames
 
-    def to_image(self, values: Tensor) -> Tensor:
-        return self.upsample(values.unsqueeze(0)).squeeze(0).squeeze(0)
+
+def with_ends(path: Tensor) -> Tensor:
+    """Interior samples ``[T, *mask_shape]`` -> ``[T + 2, *mask_shape]`` with the fixed ends
+    ``phi(0) = 0`` and ``phi(1) = 1``."""
+    zeros = torch.zeros_like(path[:1])
+    return torch.cat([zeros, path, torch.ones_like(zeros)])
+
+
+def display_uint8(images: Tensor) -> Tensor:
+    """Images ``[B, C, H, W]`` as uint8 on the CPU: ``[0, 1]`` -> ``0..255``; images that leave
+    ``[0, 1]`` (e.g. normalised inputs) are scaled from their own value range."""
+    lo, hi = float(images.min()), float(images.max())
+    if lo < 0.0 or hi > 1.0:
+        images = (images - lo) / max(hi - lo, 1e-12)
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
+def path_images(space: MaskSpace, path: Tensor) -> tuple[Tensor, Tensor]:
+    """Frames ``[T + 2, C, H, W]`` and masks ``[T + 2, H, W]`` (uint8, CPU) along a path of
+    interior samples ``[T, *mask_shape]``, ends included."""
+    full = with_ends(path)
+    with torch.no_grad():
+        frames = display_uint8(space.apply(full))
+        masks = torch.stack([space.to_image(m) for m in full])
+    return frames, (masks.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
+def _space_for(result: AblationPathResult, path: Tensor) -> MaskSpace | None:
+    try:
+        factory = get_mask_space(result.features)
+    except ValueError:
+        return None
+    space = factory.from_result(result)
+    if space is None or tuple(path.shape[1:]) != tuple(space.mask_shape):
+        return None
+    return space
+
+
+def images_for_result(result: AblationPathResult, path: Tensor) -> tuple[Tensor, Tensor] | None:
+    """Frames ``[T + 2, C, H, W]`` and masks ``[T + 2, H, W]`` (uint8) along ``path``
+    ``[T, *mask_shape]``, ends included, rebuilt from what a saved result holds; ``None`` when
+    its space cannot be rebuilt from a result (or ``path`` does not fit it)."""
+    space = _space_for(result, path)
+    return None if space is None else path_images(space, path.to(space.target.dtype))
+
+
+def frames_for_result(result: AblationPathResult, path: Tensor) -> Tensor | None:
+    """Decoded images ``[T + 2, C, H, W]`` (uint8) along ``path`` (see
+    :func:`images_for_result`)."""
+    images = images_for_result(result, path)
+    return None if images is None else images[0]
+
+
+def __getattr__(name: str) -> Any:
+    # ``PixelMaskSpace`` lives in ablation_paths.pixel_space (it needs the optimiser's config);
+    # kept importable from here.
+    if name == "PixelMaskSpace":
+        from ablation_paths.pixel_space import PixelMaskSpace
+
+        return PixelMaskSpace
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

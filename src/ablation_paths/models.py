@@ -7,11 +7,18 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LoadedModel", "load_model_spec", "imagenet_normalize"]
+__all__ = [
+    "LoadedModel",
+    "load_model_spec",
+    "import_model_module",
+    "resolve_device",
+    "imagenet_normalize",
+]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -35,13 +42,76 @@ class LoadedModel:
     description: str = ""
 
 
+def resolve_device(spec: str | torch.device | None) -> torch.device:
+    """The device to compute on: ``spec`` checked against what this machine has (``None`` =
+    CUDA if available, else CPU). Raises ``ValueError`` naming the problem."""
+    if spec is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {spec!r}: use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {spec!r}: CUDA is not available on this machine (no GPU, or PyTorch "
+                f"built without CUDA); use cpu"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) are visible"
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {spec!r}: MPS is not available on this machine; use cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {spec!r} is not supported: use cpu, cuda, cuda:N or mps")
+    return dev
+
+
+def _is_cwd(entry: str, cwd: Path) -> bool:
+    if entry in ("", "."):
+        return True
+    try:
+        return Path(entry).resolve() == cwd
+    except OSError:
+        return False
+
+
+def import_model_module(name: str) -> ModuleType:
+    """Import ``name`` for a ``module:callable`` model spec, installed modules first.
+
+    The current directory is removed from the front of ``sys.path`` for the import (``python -m``
+    and some shells put it there), so a stray ``ray.py`` or ``torch.py`` in the working directory
+    never shadows an installed package. Only a module found nowhere else is looked up in the
+    current directory, last.
+    """
+    cwd = Path.cwd().resolve()
+    saved = list(sys.path)
+    sys.path[:] = [p for p in saved if not _is_cwd(p, cwd)]
+    try:
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or name.split(".")[0] != exc.name.split(".")[0]:
+                raise
+            sys.path.append(str(cwd))
+            return importlib.import_module(name)
+    finally:
+        sys.path[:] = saved
+
+
 def load_model_spec(spec: str, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a classifier from ``spec``.
 
     * ``demo`` (or ``demo:NAME``): the shipped demo classifier;
-    * ``package.module:callable``: calls ``callable()``, which must return an ``nn.Module``;
+    * ``package.module:callable``: calls ``callable()``, which must return an ``nn.Module``
+      (installed modules win over files in the current directory, see
+      :func:`import_model_module`);
     * a path to a TorchScript file (``.pt``/``.pth``/``.ts``), loaded with ``torch.jit.load``.
-      TorchScript files contain code: load only files you trust.
+
+    Trust: a ``module:callable`` spec and a TorchScript file run code (the module's, the
+    script's): use only ones you trust. Weights alone (the demo's safetensors files, state dicts
+    read with ``torch.load(..., weights_only=True)``) run no code.
 
     The model is put in eval mode on ``device``.
     """
@@ -73,10 +143,10 @@ def load_model_spec(spec: str, device: str | torch.device = "cpu") -> LoadedMode
         return LoadedModel(model.eval(), description=f"TorchScript file {path}")
     if ":" in spec:
         module_name, _, attr = spec.partition(":")
-        if str(Path.cwd()) not in sys.path:
-            sys.path.insert(0, str(Path.cwd()))
+        if not module_name or not attr:
+            raise ValueError(f"--model {spec!r}: expected package.module:callable")
         try:
-            module = importlib.import_module(module_name)
+            module = import_model_module(module_name)
         except ImportError as exc:
             raise ValueError(
                 f"cannot import module {module_name!r} for --model {spec}: {exc}"
@@ -84,7 +154,13 @@ def load_model_spec(spec: str, device: str | torch.device = "cpu") -> LoadedMode
         factory = getattr(module, attr, None)
         if factory is None or not callable(factory):
             raise ValueError(f"{module_name} has no callable {attr!r}")
-        model = factory()
+        try:
+            model = factory()
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ValueError(
+                f"--model {spec}: calling {attr}() failed: {type(exc).__name__}: {first}"
+            ) from exc
         if not isinstance(model, nn.Module):
             raise TypeError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
         names = getattr(model, "class_names", None)

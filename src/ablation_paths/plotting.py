@@ -1,25 +1,34 @@
-"""Static figures of a result (matplotlib, no display needed)."""
+"""Static figures of a result (matplotlib, no display needed).
+
+Heatmaps are laid over the target image with a colour bar, in the colour maps and words of
+:mod:`ablation_paths.display` (the same as the HTML report's).
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from torch import Tensor
 
+from ablation_paths.display import (
+    DIVERGING_CMAP,
+    SEQUENTIAL_CMAP,
+    WINDOW_LABEL,
+    heatmap_label,
+    is_signed,
+)
 from ablation_paths.result import AblationPathResult
 
-__all__ = ["plot_heatmaps", "plot_path_strip"]
+__all__ = ["HEATMAP_ALPHA", "plot_heatmaps", "plot_path_strip"]
 
-_TITLES = {
-    "average": "average (2.33)",
-    "class_transition": "class transition (2.34)",
-    "influence": "influence-weighted (2.35)",
-    "contrastive": "contrastive average (2.36)",
-}
+#: Opacity of a heatmap over the target image.
+HEATMAP_ALPHA = 0.6
 
 
-def _rgb(img) -> np.ndarray:
+def _rgb(img: Tensor) -> np.ndarray:
     a = img.detach().cpu().float().numpy()
     if a.shape[0] == 1:
         a = np.repeat(a, 3, axis=0)
@@ -33,7 +42,26 @@ def _label(result: AblationPathResult) -> str:
     return result.target_name if result.target_name is not None else f"class {result.target}"
 
 
-def plot_heatmaps(result: AblationPathResult, file: str | os.PathLike) -> Path:
+def _overlay(
+    fig: Any, ax: Any, image: np.ndarray, result: AblationPathResult, kind: str, window: bool
+) -> None:
+    """Heatmap ``kind`` over the target image, with its colour bar and title."""
+    h = result.heatmap(kind, window=window).detach().cpu().double().numpy()
+    if is_signed(kind, h):
+        v = float(np.abs(np.nan_to_num(h)).max()) or 1.0
+        cmap, vmin, vmax = DIVERGING_CMAP, -v, v
+    else:
+        cmap, vmin, vmax = SEQUENTIAL_CMAP, float(np.nanmin(h)), float(np.nanmax(h))
+    ax.imshow(image)
+    shown = ax.imshow(h, cmap=cmap, vmin=vmin, vmax=vmax, alpha=HEATMAP_ALPHA)
+    bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
+    bar.ax.tick_params(labelsize=6)
+    bar.solids.set_alpha(1.0)
+    title = heatmap_label(kind).title
+    ax.set_title(title + (f"\n{WINDOW_LABEL}" if window else ""), fontsize=8)
+
+
+def plot_heatmaps(result: AblationPathResult, file: str | os.PathLike[str]) -> Path:
     """Target, baseline and every reduction (with and without the boundary window) as a PNG."""
     import matplotlib
 
@@ -42,7 +70,7 @@ def plot_heatmaps(result: AblationPathResult, file: str | os.PathLike) -> Path:
 
     kinds = list(result.heatmaps)
     cols = 2 + len(kinds)
-    fig, axes = plt.subplots(2, cols, figsize=(2.6 * cols, 5.4), squeeze=False)
+    fig, axes = plt.subplots(2, cols, figsize=(2.9 * cols, 5.6), squeeze=False)
     image = _rgb(result.image)
     axes[0, 0].imshow(image)
     axes[0, 0].set_title(
@@ -68,17 +96,7 @@ def plot_heatmaps(result: AblationPathResult, file: str | os.PathLike) -> Path:
     )
     for j, kind in enumerate(kinds):
         for i, window in enumerate((False, True)):
-            ax = axes[i, 2 + j]
-            h = result.heatmap(kind, window=window).numpy()
-            if kind == "influence":
-                v = float(np.abs(h).max()) or 1.0
-                ax.imshow(h, cmap="RdBu_r", vmin=-v, vmax=v)
-            else:
-                ax.imshow(image, alpha=1.0)
-                ax.imshow(h, cmap="jet", alpha=0.55)
-            ax.set_title(
-                _TITLES.get(kind, kind) + ("\nwindowed (2.37)" if window else ""), fontsize=8
-            )
+            _overlay(fig, axes[i, 2 + j], image, result, kind, window)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -92,7 +110,7 @@ def plot_heatmaps(result: AblationPathResult, file: str | os.PathLike) -> Path:
 
 
 def plot_path_strip(
-    result: AblationPathResult, file: str | os.PathLike, max_frames: int = 10
+    result: AblationPathResult, file: str | os.PathLike[str], max_frames: int = 10
 ) -> Path:
     """A strip of masked images along ``t`` with the target probability under each."""
     import matplotlib

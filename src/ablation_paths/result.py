@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -13,9 +14,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ablation_paths.io import atomic_write
 from ablation_paths.reductions import boundary_window, class_transition_index, natural_reduction
+from ablation_paths.scores import SCORES, max_score
 
-__all__ = ["AblationPathResult", "load"]
+__all__ = ["AblationPathResult", "ResultFileError", "load", "MAX_RESULT_BYTES"]
 
 _FORMAT = "ablation-paths-result"
 _VERSION = 1
@@ -96,8 +99,7 @@ class AblationPathResult:
     def pinned(self) -> bool:
         """Path score pinned near its maximum: a sign of adversarial, under-regularised paths
         (thesis 2.8.3)."""
-        top = 2.0 if self.score in ("contrastive", "straddle") else 1.0
-        return self.path_score > top - 0.02
+        return self.path_score > max_score(self.score) - 0.02
 
     @property
     def default_reduction(self) -> str:
@@ -177,39 +179,236 @@ class AblationPathResult:
         }
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as fh:
-            np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
-        return path
+        # atomic: a full disk or an interrupt leaves the previous file intact
+        return atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))  # type: ignore[arg-type]
 
 
 def _np(t: Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()
 
 
-def load(file: str | os.PathLike) -> AblationPathResult:
-    """Load a result saved with :meth:`AblationPathResult.save` (safe: no pickle)."""
+#: Default cap on the uncompressed size of a result file's arrays (checked before inflating).
+MAX_RESULT_BYTES = 2 * 1024**3
+
+_STOPPED = ("saturated", "max_iterations", "stationary", "interrupted")
+_REQUIRED_ARRAYS = ("path", "times", "probs", "image", "baseline_image")
+
+
+class ResultFileError(ValueError):
+    """A file is not a valid ablation-paths result; the message names the problem."""
+
+
+def _declared_arrays(path: Path, max_bytes: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Read the ``.npz`` directory and each member's ``.npy`` header without inflating the data;
+    refuse archives whose declared sizes exceed ``max_bytes`` in total (zip bombs)."""
+    if not zipfile.is_zipfile(path):
+        raise ResultFileError(
+            f"cannot read {path}: it is not an ablation-paths result (not a .npz archive; "
+            f"results are the path.npz files written by 'explain')"
+        )
+    declared: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    raise ResultFileError(f"{path} has an unexpected member {info.filename!r}")
+                total += info.file_size
+                if total > max_bytes:
+                    raise ResultFileError(
+                        f"{path} declares more than {max_bytes / 2**20:.0f} MiB of uncompressed "
+                        f"data; refusing to inflate it (pass max_bytes= to load() to allow more)"
+                    )
+                with zf.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    reader = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    shape, _, dtype = reader(fh, max_header_size=10_000)
+                if dtype.hasobject:
+                    raise ResultFileError(
+                        f"{path}: array {info.filename[:-4]!r} holds Python objects; results "
+                        f"contain plain numbers only"
+                    )
+                nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                if nbytes > info.file_size:
+                    raise ResultFileError(
+                        f"{path}: array {info.filename[:-4]!r} declares {nbytes} bytes but the "
+                        f"archive stores {info.file_size}: the file is corrupt"
+                    )
+                declared[info.filename[:-4]] = (tuple(int(n) for n in shape), dtype)
+    except ResultFileError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        raise ResultFileError(f"{path} is not a readable ablation-paths result: {exc}") from exc
+    return declared
+
+
+def _check(cond: bool, path: Path, message: str) -> None:
+    if not cond:
+        raise ResultFileError(f"{path} is not a valid ablation-paths result: {message}")
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _validate_meta(meta: object, path: Path) -> dict[str, Any]:
+    _check(isinstance(meta, dict), path, "metadata is not a JSON object")
+    assert isinstance(meta, dict)
+    if meta.get("format") != _FORMAT:
+        raise ResultFileError(
+            f"{path} is not an ablation-paths result (format {meta.get('format')!r})"
+        )
+    version = meta.get("version")
+    _check(_is_int(version), path, "metadata 'version' is not an integer")
+    if isinstance(version, int) and version > _VERSION:
+        raise ResultFileError(
+            f"{path} was written by a newer version of ablation-paths (format {version}); "
+            f"upgrade to read it"
+        )
+    _check(_is_int(meta.get("target")), path, "'target' is not an integer")
+    _check(meta.get("score") in SCORES, path, f"unknown score {meta.get('score')!r}")
+    for key in ("path_score", "saturation"):
+        _check(_is_number(meta.get(key)), path, f"{key!r} is not a finite number")
+    _check(
+        _is_int(meta.get("iterations")) and meta["iterations"] >= 0,
+        path,
+        "'iterations' is not a non-negative integer",
+    )
+    _check(isinstance(meta.get("converged"), bool), path, "'converged' is not true/false")
+    _check(meta.get("stopped") in _STOPPED, path, f"unknown 'stopped' {meta.get('stopped')!r}")
+    features = meta.get("features", "pixel")
+    _check(isinstance(features, str), path, "'features' is not a string")
+    names = meta.get("class_names")
+    _check(
+        names is None or (isinstance(names, list) and all(isinstance(n, str) for n in names)),
+        path,
+        "'class_names' is not a list of strings",
+    )
+    tname = meta.get("target_name")
+    _check(tname is None or isinstance(tname, str), path, "'target_name' is not a string")
+    history = meta.get("history", [])
+    _check(
+        isinstance(history, list) and all(isinstance(h, dict) for h in history),
+        path,
+        "'history' is not a list of objects",
+    )
+    _check(isinstance(meta.get("info", {}), dict), path, "'info' is not an object")
+    return meta
+
+
+def _validate_shapes(
+    declared: dict[str, tuple[tuple[int, ...], np.dtype]], meta: dict[str, Any], path: Path
+) -> None:
+    missing = [k for k in _REQUIRED_ARRAYS if k not in declared]
+    _check(not missing, path, f"missing arrays: {', '.join(missing)}")
+    for name, (_, dtype) in declared.items():
+        _check(
+            name == "meta" or dtype.kind in "fiub",
+            path,
+            f"array {name!r} has non-numeric dtype {dtype}",
+        )
+    p_shape = declared["path"][0]
+    _check(len(p_shape) >= 2 and p_shape[0] >= 1, path, f"'path' has shape {p_shape}")
+    n_t = p_shape[0]
+    _check(
+        declared["times"][0] == (n_t,),
+        path,
+        f"'times' has shape {declared['times'][0]}, expected ({n_t},)",
+    )
+    pr = declared["probs"][0]
+    _check(
+        len(pr) == 2 and pr[0] == n_t + 2 and pr[1] >= 1,
+        path,
+        f"'probs' has shape {pr}, expected ({n_t + 2}, classes)",
+    )
+    k = pr[1]
+    _check(
+        0 <= meta["target"] < k,
+        path,
+        f"target {meta['target']} is out of range for {k} classes",
+    )
+    names = meta.get("class_names")
+    _check(
+        names is None or len(names) == k,
+        path,
+        f"{len(names or [])} class names for {k} classes",
+    )
+    img = declared["image"][0]
+    _check(
+        len(img) == 3 and img[0] in (1, 3) and img[1] >= 1 and img[2] >= 1,
+        path,
+        f"'image' has shape {img}, expected (C, H, W)",
+    )
+    _check(
+        declared["baseline_image"][0] == img,
+        path,
+        f"'baseline_image' has shape {declared['baseline_image'][0]}, the image {img}",
+    )
+    expected = {
+        "frames": (n_t + 2, *img),
+        "masks_image": (n_t + 2, *img[1:]),
+        "path_down": p_shape,
+        "probs_down": pr,
+        "probs_complement": pr,
+    }
+    for name, shape in expected.items():
+        if name in declared:
+            _check(
+                declared[name][0] == shape,
+                path,
+                f"{name!r} has shape {declared[name][0]}, expected {shape}",
+            )
+    for name, (shape, _) in declared.items():
+        if name.startswith("heatmap_"):
+            _check(
+                shape == img[1:],
+                path,
+                f"{name!r} has shape {shape}, expected {img[1:]}",
+            )
+
+
+def load(file: str | os.PathLike, *, max_bytes: int = MAX_RESULT_BYTES) -> AblationPathResult:
+    """Load a result saved with :meth:`AblationPathResult.save`.
+
+    Safe on untrusted files: no pickle; array sizes declared in the archive are checked against
+    ``max_bytes`` before anything is inflated; the metadata and every array's shape are checked
+    against the result schema (lengths consistent with ``T``, ``target`` within the classes,
+    finite probabilities). Raises :class:`ResultFileError` (a ``ValueError``) naming the problem.
+    """
     path = Path(file)
     if not path.is_file():
         raise FileNotFoundError(f"result file not found: {path}")
+    declared = _declared_arrays(path, max_bytes)
+    if "meta" not in declared:
+        raise ResultFileError(f"{path} is not an ablation-paths result (no metadata)")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise ValueError(f"cannot read {path} as an ablation-paths result: {exc}") from exc
-    if "meta" not in arrays:
-        raise ValueError(f"{path} is not an ablation-paths result (no metadata)")
+        raise ResultFileError(f"cannot read {path} as an ablation-paths result: {exc}") from exc
     try:
         meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path} has corrupt metadata: {exc}") from exc
-    if meta.get("format") != _FORMAT:
-        raise ValueError(f"{path} is not an ablation-paths result")
-    if int(meta.get("version", 0)) > _VERSION:
-        raise ValueError(f"{path} was written by a newer version (format {meta['version']})")
-    required = {"path", "times", "probs", "image", "baseline_image"}
-    missing = required - set(arrays)
-    if missing:
-        raise ValueError(f"{path} lacks arrays: {', '.join(sorted(missing))}")
+        raise ResultFileError(f"{path} has corrupt metadata: {exc}") from exc
+    meta = _validate_meta(meta, path)
+    _validate_shapes(declared, meta, path)
+    for name, arr in arrays.items():
+        if arr.dtype.kind == "f":
+            _check(bool(np.isfinite(arr).all()), path, f"array {name!r} has NaN or infinite values")
+    probs = arrays["probs"]
+    _check(
+        bool(((probs >= 0) & (probs <= 1)).all()),
+        path,
+        "'probs' holds values outside [0, 1]",
+    )
 
     def t(name: str) -> Tensor | None:
         return torch.from_numpy(arrays[name]) if name in arrays else None

@@ -23,9 +23,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["SCORES", "ScoreTerm", "score_terms", "n_paths", "score_value", "orientation"]
-
-SCORES = ("retain", "dissipate", "contrastive", "straddle")
+__all__ = [
+    "SCORES",
+    "ScoreTerm",
+    "score_terms",
+    "n_paths",
+    "max_score",
+    "score_value",
+    "orientation",
+]
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,9 @@ _TERMS: dict[str, tuple[ScoreTerm, ...]] = {
     "straddle": (ScoreTerm(0, False, 1.0), ScoreTerm(1, False, -1.0)),
 }
 
+#: The score names, in the order of the table above: the one list (CLI choices, bench methods).
+SCORES: tuple[str, ...] = tuple(_TERMS)
+
 
 def _check(score: str) -> str:
     if score not in _TERMS:
@@ -59,6 +68,11 @@ def score_terms(score: str) -> tuple[ScoreTerm, ...]:
 def n_paths(score: str) -> int:
     """Number of paths optimised together (2 for the boundary-straddling pair, else 1)."""
     return 1 + max(t.path_index for t in score_terms(score))
+
+
+def max_score(score: str) -> float:
+    """The largest value a score can take: one per term (each term lies in ``[0, 1]``)."""
+    return float(len(score_terms(score)))
 
 
 def orientation(score: str) -> str:

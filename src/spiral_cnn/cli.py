@@ -318,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--eq-angles", type=_positive_int, default=4)
     e.add_argument("--device", default="cpu")
     e.set_defaults(func=cmd_evaluate)
+    from ablation_paths import __version__
+
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
 

@@ -13,15 +13,16 @@ an all-zero row, ``"nearest"`` copies the nearest source point.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from numpy.typing import NDArray
 from scipy.spatial import Delaunay, cKDTree
+
+from ablation_paths.sparse import csr_tensor, sparse_apply_last
 
 Outside = Literal["zero", "nearest"]
 
@@ -178,58 +179,6 @@ class CSRPair:
         )
 
 
-def _csr(
-    crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape: tuple[int, int]
-) -> torch.Tensor:
-    """Assemble a CSR tensor (no copy), silencing torch's "sparse CSR is beta" warning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, col, val, shape)
-
-
-class _CSRApply(torch.autograd.Function):
-    """``y = x @ A^T`` along the last axis with a constant sparse ``A``; backward is ``g @ A``."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        x: torch.Tensor,
-        crow: torch.Tensor,
-        col: torch.Tensor,
-        val: torch.Tensor,
-        crow_t: torch.Tensor,
-        col_t: torch.Tensor,
-        val_t: torch.Tensor,
-        n_dst: int,
-    ) -> torch.Tensor:
-        n_src = x.shape[-1]
-        ctx.save_for_backward(crow, col, val, crow_t, col_t, val_t)
-        ctx.n_src, ctx.n_dst = n_src, n_dst
-        a = _csr(crow, col, val, (n_dst, n_src))
-        at = _csr(crow_t, col_t, val_t, (n_src, n_dst))
-        return _right_mul(x.reshape(-1, n_src), at, a).reshape(*x.shape[:-1], n_dst)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        crow, col, val, crow_t, col_t, val_t = ctx.saved_tensors
-        a = _csr(crow, col, val, (ctx.n_dst, ctx.n_src))
-        at = _csr(crow_t, col_t, val_t, (ctx.n_src, ctx.n_dst))
-        flat = grad.contiguous().reshape(-1, ctx.n_dst)
-        gx = _right_mul(flat, a, at).reshape(*grad.shape[:-1], ctx.n_src)
-        return gx, None, None, None, None, None, None, None
-
-
-def _right_mul(x: torch.Tensor, m: torch.Tensor, mt: torch.Tensor) -> torch.Tensor:
-    """``x @ m`` for dense ``x`` and sparse CSR ``m`` (``mt`` its transpose, also CSR).
-
-    On CPU the dense @ CSR product writes a contiguous result directly (no transposes). On other
-    devices the well-supported CSR @ dense form ``(mt @ x^T)^T`` is used.
-    """
-    if x.device.type == "cpu":
-        return x @ m
-    return (mt @ x.T).T.contiguous()
-
-
 def sparse_resample(x: torch.Tensor, a: CSRPair) -> torch.Tensor:
     """Apply a constant sparse resampling along the last axis: ``(..., n_src) -> (..., n_dst)``.
 
@@ -250,10 +199,9 @@ def sparse_resample(x: torch.Tensor, a: CSRPair) -> torch.Tensor:
             a.n_dst,
             a.n_src,
         )
-    out: torch.Tensor = _CSRApply.apply(
-        x.contiguous(), a.crow, a.col, a.val, a.crow_t, a.col_t, a.val_t, a.n_dst
-    )
-    return out
+    a_mat = csr_tensor(a.crow, a.col, a.val, (a.n_dst, a.n_src))
+    a_t = csr_tensor(a.crow_t, a.col_t, a.val_t, (a.n_src, a.n_dst))
+    return sparse_apply_last(x, a_mat, a_t)
 
 
 def apply_resampling(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

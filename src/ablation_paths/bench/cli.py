@@ -14,13 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ablation_paths.bench.methods import available_methods
+
 __all__ = ["add_bench_parser", "build_parser", "main", "run_bench"]
 
-DEFAULT_METHODS = (
-    "ap-retain,ap-retain-win,ap-dissipate,ap-dissipate-win,ap-contrastive,ap-contrastive-win,"
-    "ap-straddle,ap-straddle-win,ap-sift,ap-sift-win,ig,saliency,gradcam,occlusion,rise,"
-    "sift-rise,extremal,centre,random"
-)
+#: ``--methods`` default: every registered method, in registration order.
+DEFAULT_METHODS = ",".join(available_methods())
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
@@ -92,9 +91,25 @@ def _parse_options(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast (instead of Ray's long retries) when a ``host:port`` Ray address does not
+    answer; ``auto`` / ``local`` and addresses without a port are left to Ray."""
+    import socket
+
+    host, sep, port = address.split("://")[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConnectionError(
+            f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}"
+        ) from None
+
+
 def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark described by parsed ``args``; returns a process exit code."""
-    from ablation_paths.bench.methods import available_methods, get_method
+    from ablation_paths.bench.methods import get_method
     from ablation_paths.bench.runner import BenchConfig, run_benchmark
     from ablation_paths.bench.summary import write
 
@@ -136,13 +151,35 @@ def run_bench(args: argparse.Namespace) -> int:
             )
             print(f"[{count}] image {rec['index']:4d} {rec['method']:20s} {status}", flush=True)
 
-    path = run_benchmark(config, progress=progress)
+    from ablation_paths.bench.runner import load_results
+    from ablation_paths.io import OutputPathError, check_output_dir
+
+    try:
+        check_output_dir(config.out)
+        if config.engine == "ray" and config.address:
+            _check_reachable(config.address)
+        path = run_benchmark(config, progress=progress)
+    except (ValueError, OSError, OutputPathError) as err:  # incl. an unreachable Ray address
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
     if not args.quiet:
         print(f"{count} new results in {time.perf_counter() - start:.1f} s -> {path}")
     if not args.no_summary:
         md = write(path, methods=methods, title=f"{args.dataset} (n = {args.n})")
         if not args.quiet:
             print(md.read_text(encoding="utf-8"))
+    failed = [
+        r
+        for r in load_results(path)
+        if "error" in r and r.get("dataset") == config.dataset and r.get("seed") == config.seed
+    ]
+    if failed:
+        print(
+            f"error: {len(failed)} (image, method) pair(s) failed, e.g. image {failed[0]['index']} "
+            f"{failed[0]['method']}: {failed[0]['error']}; rerun the same command to retry them",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

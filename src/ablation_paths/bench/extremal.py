@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ablation_paths.mask_spaces import gaussian_blur
+from ablation_paths.filters import gaussian_blur
 
 __all__ = [
     "ExtremalConfig",

@@ -1,9 +1,11 @@
 """Saliency methods behind one interface, with a registry of names.
 
-Every method is a callable ``(model, image [3, H, W], target: int) -> heatmap [H, W]`` (larger =
-more important for ``target``); it may instead return an :class:`Explanation` carrying extra
-diagnostics (e.g. an ablation path's score). :func:`compute` runs a method by name and checks the
-result. Registered names (see :func:`available_methods`):
+Every method is a callable ``(model, image [3, H, W], target: int, options: MethodOptions) ->
+heatmap [H, W]`` (larger = more important for ``target``); it may instead return an
+:class:`Explanation` carrying extra diagnostics (e.g. an ablation path's score). The options of the
+configurable methods (ablation paths, Extremal Perturbation) travel as the :class:`MethodOptions`
+argument, never as module state. :func:`compute` runs a method by name and checks the result.
+Registered names (see :func:`available_methods`):
 
 * ``ap-retain``, ``ap-dissipate``, ``ap-contrastive`` (class-transition heatmap) and
   ``ap-straddle`` (contrastive average): ablation paths with each score's natural reduction
@@ -25,7 +27,7 @@ import hashlib
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,9 +35,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ablation_paths._optional import require
+from ablation_paths.devices import model_device
+from ablation_paths.result import AblationPathResult
+from ablation_paths.scores import SCORES
+
 __all__ = [
     "Explanation",
     "Method",
+    "MethodOptions",
     "MethodSpec",
     "available_methods",
     "compute",
@@ -57,10 +65,28 @@ class Explanation:
     seconds: float | None = None
 
 
-class Method(Protocol):
-    """``(model, image [3, H, W], target) -> heatmap [H, W]`` or an :class:`Explanation`."""
+@dataclass(frozen=True)
+class MethodOptions:
+    """Options of the configurable methods, passed with every call.
 
-    def __call__(self, model: nn.Module, image: Tensor, target: int) -> Tensor | Explanation: ...
+    Attributes:
+        ablation_path: keywords for :func:`ablation_paths.explain` in every ``ap-*`` method
+            (e.g. ``{"regularization": 0.05}``).
+        extremal: :class:`~ablation_paths.bench.extremal.ExtremalConfig` overrides
+            (e.g. ``{"max_iter": 100}``).
+    """
+
+    ablation_path: Mapping[str, Any] = field(default_factory=dict)
+    extremal: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Method(Protocol):
+    """``(model, image [3, H, W], target, options) -> heatmap [H, W]`` or an
+    :class:`Explanation`."""
+
+    def __call__(
+        self, model: nn.Module, image: Tensor, target: int, options: MethodOptions
+    ) -> Tensor | Explanation: ...
 
 
 @dataclass(frozen=True)
@@ -103,8 +129,15 @@ def get_method(name: str) -> MethodSpec:
         ) from None
 
 
-def compute(name: str, model: nn.Module, image: Tensor, target: int) -> Explanation:
-    """Run method ``name`` and return a checked :class:`Explanation` with ``seconds`` set.
+def compute(
+    name: str,
+    model: nn.Module,
+    image: Tensor,
+    target: int,
+    options: MethodOptions | None = None,
+) -> Explanation:
+    """Run method ``name`` (with ``options``, default none) and return a checked
+    :class:`Explanation` with ``seconds`` set.
 
     The heatmap is detached, ``float32``, on the CPU, of shape ``[H, W]`` and free of NaNs.
     """
@@ -112,7 +145,7 @@ def compute(name: str, model: nn.Module, image: Tensor, target: int) -> Explanat
     if image.dim() != 3:
         raise ValueError(f"image must be [C, H, W], got {tuple(image.shape)}")
     start = time.perf_counter()
-    out = spec.fn(model, image, int(target))
+    out = spec.fn(model, image, int(target), options or MethodOptions())
     elapsed = time.perf_counter() - start
     exp = out if isinstance(out, Explanation) else Explanation(out)
     h = exp.heatmap.detach().float().cpu()
@@ -130,9 +163,7 @@ def compute(name: str, model: nn.Module, image: Tensor, target: int) -> Explanat
 
 
 def _device_of(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
+    return model_device(model) or torch.device("cpu")
 
 
 def _batch(model: nn.Module, image: Tensor) -> Tensor:
@@ -140,10 +171,6 @@ def _batch(model: nn.Module, image: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- ablation paths
-
-#: Options passed to every ablation-path run; the benchmark may override them
-#: (e.g. ``AP_OPTIONS["regularization"] = 0.05``).
-AP_OPTIONS: dict[str, Any] = {}
 
 _PATH_CACHE: OrderedDict[tuple[Any, ...], tuple[Any, float]] = OrderedDict()
 _CACHE_SIZE = 8
@@ -156,11 +183,12 @@ def _image_key(image: Tensor) -> str:
 
 def ablation_path_result(
     model: nn.Module, image: Tensor, target: int, score: str, **options: Any
-) -> tuple[Any, float]:
-    """``(AblationPathResult, seconds)`` for one path, from the cache when possible."""
+) -> tuple[AblationPathResult, float]:
+    """``(result, seconds)`` for one path (``options``: :func:`ablation_paths.explain`
+    keywords), from the cache when possible."""
     from ablation_paths import explain
 
-    opts = {**AP_OPTIONS, **options}
+    opts = dict(options)
     key = (id(model), _image_key(image), target, score, tuple(sorted(opts.items(), key=str)))
     if key in _PATH_CACHE:
         _PATH_CACHE.move_to_end(key)
@@ -174,7 +202,7 @@ def ablation_path_result(
     return value
 
 
-def _path_info(res: Any) -> dict[str, Any]:
+def _path_info(res: AblationPathResult) -> dict[str, Any]:
     return {
         "path_score": float(res.path_score),
         "saturation": float(res.saturation),
@@ -184,15 +212,16 @@ def _path_info(res: Any) -> dict[str, Any]:
     }
 
 
-def _make_ap(score: str, window: bool, reduction: str | None = None, **options: Any) -> Method:
-    def method(model: nn.Module, image: Tensor, target: int) -> Explanation:
-        res, seconds = ablation_path_result(model, image, target, score, **options)
+def _make_ap(score: str, window: bool, reduction: str | None = None, **fixed: Any) -> Method:
+    def method(model: nn.Module, image: Tensor, target: int, options: MethodOptions) -> Explanation:
+        opts = {**options.ablation_path, **fixed}
+        res, seconds = ablation_path_result(model, image, target, score, **opts)
         return Explanation(res.heatmap(reduction, window=window), _path_info(res), seconds)
 
     return method
 
 
-for _score in ("retain", "dissipate", "contrastive", "straddle"):
+for _score in SCORES:
     for _win in (False, True):
         _name = f"ap-{_score}" + ("-win" if _win else "")
         _red = "contrastive average" if _score == "straddle" else "class transition"
@@ -222,8 +251,10 @@ def _last_conv(model: nn.Module) -> nn.Module:
 
 
 @register("ig", "gradient", "Integrated Gradients (Captum), black baseline, 32 steps")
-def integrated_gradients(model: nn.Module, image: Tensor, target: int) -> Tensor:
-    from captum.attr import IntegratedGradients
+def integrated_gradients(
+    model: nn.Module, image: Tensor, target: int, options: MethodOptions
+) -> Tensor:
+    IntegratedGradients = require("captum.attr", extra="bench").IntegratedGradients
 
     x = _batch(model, image)
     attr = IntegratedGradients(model).attribute(
@@ -233,16 +264,19 @@ def integrated_gradients(model: nn.Module, image: Tensor, target: int) -> Tensor
 
 
 @register("saliency", "gradient", "gradient magnitude (Captum Saliency), max over channels")
-def gradient_saliency(model: nn.Module, image: Tensor, target: int) -> Tensor:
-    from captum.attr import Saliency
+def gradient_saliency(
+    model: nn.Module, image: Tensor, target: int, options: MethodOptions
+) -> Tensor:
+    Saliency = require("captum.attr", extra="bench").Saliency
 
     attr = Saliency(model).attribute(_batch(model, image), target=target, abs=True)
     return attr[0].max(0).values
 
 
 @register("gradcam", "gradient", "Grad-CAM (Captum) on the last conv layer, bilinear upsampling")
-def grad_cam(model: nn.Module, image: Tensor, target: int) -> Tensor:
-    from captum.attr import LayerAttribution, LayerGradCam
+def grad_cam(model: nn.Module, image: Tensor, target: int, options: MethodOptions) -> Tensor:
+    attr = require("captum.attr", extra="bench")
+    LayerAttribution, LayerGradCam = attr.LayerAttribution, attr.LayerGradCam
 
     x = _batch(model, image)
     attr = LayerGradCam(model, _last_conv(model)).attribute(
@@ -253,8 +287,8 @@ def grad_cam(model: nn.Module, image: Tensor, target: int) -> Tensor:
 
 
 @register("occlusion", "perturbation", "Occlusion (Captum), window 1/8, stride 1/16 of the side")
-def occlusion(model: nn.Module, image: Tensor, target: int) -> Tensor:
-    from captum.attr import Occlusion
+def occlusion(model: nn.Module, image: Tensor, target: int, options: MethodOptions) -> Tensor:
+    Occlusion = require("captum.attr", extra="bench").Occlusion
 
     x = _batch(model, image)
     side = max(x.shape[-2:])
@@ -274,7 +308,7 @@ def occlusion(model: nn.Module, image: Tensor, target: int) -> Tensor:
 
 
 @register("rise", "perturbation", "RISE, 2000 masks, 8x8 grid, p = 0.5")
-def rise_method(model: nn.Module, image: Tensor, target: int) -> Tensor:
+def rise_method(model: nn.Module, image: Tensor, target: int, options: MethodOptions) -> Tensor:
     from ablation_paths.bench.rise import rise
 
     return rise(model, image.detach().to(_device_of(model)), target, n_masks=2000)
@@ -286,7 +320,9 @@ SIFT_RISE_SAMPLES = 1000
 
 
 @register("sift-rise", "perturbation", "RISE over SIFT features, 1000 samples, p = 0.5")
-def sift_rise_method(model: nn.Module, image: Tensor, target: int) -> Explanation:
+def sift_rise_method(
+    model: nn.Module, image: Tensor, target: int, options: MethodOptions
+) -> Explanation:
     """RISE with whole SIFT features switched on or off (:func:`ablation_paths.sift.sift_rise`),
     drawn as a Voronoi-field heatmap; the feature decomposition is timed with the method."""
     from ablation_paths.sift import decompose, sift_rise, sift_rise_heatmap
@@ -300,18 +336,15 @@ def sift_rise_method(model: nn.Module, image: Tensor, target: int) -> Explanatio
     return Explanation(heat, {"n_features": int(dec.num_features)})
 
 
-#: Overrides of :class:`~ablation_paths.bench.extremal.ExtremalConfig` fields for the
-#: ``extremal`` method (e.g. ``{"max_iter": 100}``); the runner sets it from its config.
-EXTREMAL_OPTIONS: dict[str, Any] = {}
-
-
 @register("extremal", "perturbation", "Extremal Perturbation (own implementation), 4 areas")
-def extremal_method(model: nn.Module, image: Tensor, target: int) -> Explanation:
+def extremal_method(
+    model: nn.Module, image: Tensor, target: int, options: MethodOptions
+) -> Explanation:
     from dataclasses import replace
 
     from ablation_paths.bench.extremal import ExtremalConfig, extremal_perturbation
 
-    cfg = replace(ExtremalConfig(), **EXTREMAL_OPTIONS)
+    cfg = replace(ExtremalConfig(), **options.extremal)
     h = extremal_perturbation(model, image.detach().to(_device_of(model)), target, cfg)
     return Explanation(h, {"max_iter": cfg.max_iter})
 
@@ -320,7 +353,7 @@ def extremal_method(model: nn.Module, image: Tensor, target: int) -> Explanation
 
 
 @register("centre", "baseline", "centred Gaussian (sigma = side / 4); ignores the model")
-def centre(model: nn.Module, image: Tensor, target: int) -> Tensor:
+def centre(model: nn.Module, image: Tensor, target: int, options: MethodOptions) -> Tensor:
     h, w = int(image.shape[-2]), int(image.shape[-1])
     ys = torch.arange(h, dtype=torch.float32) - (h - 1) / 2
     xs = torch.arange(w, dtype=torch.float32) - (w - 1) / 2
@@ -329,7 +362,7 @@ def centre(model: nn.Module, image: Tensor, target: int) -> Tensor:
 
 
 @register("random", "baseline", "smoothed uniform noise seeded by the image; ignores the model")
-def random_map(model: nn.Module, image: Tensor, target: int) -> Tensor:
+def random_map(model: nn.Module, image: Tensor, target: int, options: MethodOptions) -> Tensor:
     seed = zlib.crc32(image.detach().float().cpu().numpy().tobytes()) ^ target
     g = torch.Generator().manual_seed(seed)
     h, w = int(image.shape[-2]), int(image.shape[-1])

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from scipy import stats
 from torch import Tensor, nn
 
-from ablation_paths.mask_spaces import gaussian_blur
+from ablation_paths.devices import model_device
+from ablation_paths.filters import gaussian_blur
 
 __all__ = [
     "AblationCurves",
@@ -192,7 +193,7 @@ def ablation_curves(
             f"expected image [3, H, W] and heatmap [H, W], got {tuple(image.shape)} and "
             f"{tuple(heatmap.shape)}"
         )
-    device = next(iter(model.parameters()), torch.empty(0)).device
+    device = model_device(model) or torch.device("cpu")
     image = image.to(device)
     base = (blurred_baseline(image) if baseline is None else baseline).to(device)
     hw = heatmap.numel()

@@ -6,27 +6,33 @@ Scores pinned near the maximum reveal under-regularised, adversarial masks. So t
 choice is *the smallest blur whose path scores are not pinned* -- no ground truth needed -- and
 one should not go much stronger, since stronger blur only loses precision (2.8.3, Fig. 2.10).
 
-* :func:`is_pinned` -- the pinned test for one score.
+* :func:`is_pinned` -- the pinned test on a score alone (for sweeps; a result's own test,
+  :attr:`~ablation_paths.AblationPathResult.pinned`, also sees the probabilities at its ends).
 * :func:`select_auto` -- the choice over a sweep, from path scores alone (pure function).
-* :func:`explain_auto` -- per-image version: try candidate blurs from weak to strong and return
-  the first path that is not pinned (what ``regularization="auto"`` in the engine should do).
+* :func:`explain_auto` -- per-image version: the engine's ``regularization="auto"`` (try
+  candidate blurs from weak to strong, return the first path that is not pinned) with a
+  configurable candidate list.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
-from ablation_paths.optimizer import AUTO_REGULARIZATION
+from ablation_paths.optimizer import AUTO_REGULARIZATION, AblationPathConfig
+from ablation_paths.options import check_known
+from ablation_paths.pipeline import ExplainRequest, run
+from ablation_paths.result import AblationPathResult
+from ablation_paths.scores import max_score
 
 __all__ = [
     "DEFAULT_CANDIDATES",
     "explain_auto",
     "is_pinned",
     "pinned_fraction",
-    "score_maximum",
     "select_auto",
 ]
 
@@ -35,18 +41,17 @@ __all__ = [
 DEFAULT_CANDIDATES: tuple[float, ...] = AUTO_REGULARIZATION
 
 
-def score_maximum(score: str) -> float:
-    """Largest attainable path score: 2 for ``contrastive``/``straddle`` (two terms), else 1."""
-    return 2.0 if score in ("contrastive", "straddle") else 1.0
+#: A path score within this distance of :func:`~ablation_paths.scores.max_score` is pinned.
+PINNED_MARGIN = 0.02
 
 
-def is_pinned(path_score: float, score: str = "dissipate", margin: float = 0.02) -> bool:
+def is_pinned(path_score: float, score: str = "dissipate", margin: float = PINNED_MARGIN) -> bool:
     """``True`` when ``path_score`` is within ``margin`` of its maximum (thesis 2.8.3)."""
-    return path_score > score_maximum(score) - margin
+    return path_score > max_score(score) - margin
 
 
 def pinned_fraction(
-    scores: Sequence[float], score: str = "dissipate", margin: float = 0.02
+    scores: Sequence[float], score: str = "dissipate", margin: float = PINNED_MARGIN
 ) -> float:
     """Fraction of ``scores`` that are pinned; ``nan``-free input expected, ``0`` when empty."""
     if not scores:
@@ -58,7 +63,7 @@ def select_auto(
     scores_by_blur: Mapping[float, Sequence[float]],
     *,
     score: str = "dissipate",
-    margin: float = 0.02,
+    margin: float = PINNED_MARGIN,
     max_pinned: float = 0.1,
 ) -> float:
     """The smallest blur whose path scores are not pinned near the maximum.
@@ -89,26 +94,28 @@ def explain_auto(
     *,
     score: str = "dissipate",
     candidates: Sequence[float] = DEFAULT_CANDIDATES,
-    margin: float = 0.02,
     **options: Any,
-) -> Any:
-    """Ablation path with the regularisation chosen per image: the first of ``candidates``
-    (weak to strong) whose path is not pinned; the strongest if all are.
+) -> AblationPathResult:
+    """Ablation path with the regularisation chosen per image: ``regularization="auto"`` of
+    the engine (:func:`ablation_paths.pipeline.auto_regularize`) with other ``candidates``
+    (tried weak to strong).
 
-    Returns the :class:`~ablation_paths.AblationPathResult` with
-    ``info["regularization_auto"] = {"chosen": blur, "tried": {blur: path_score}}``.
+    ``options``: :class:`~ablation_paths.AblationPathConfig` fields and
+    :class:`~ablation_paths.pipeline.ExplainRequest` fields (``baseline``, ``transform``, ...).
+    Returns the result with ``info["regularization_auto"] = {"chosen": blur, "tried":
+    {blur: path_score}, "all_pinned": bool}``.
     """
-    from ablation_paths import explain
-
-    if not candidates:
-        raise ValueError("no candidate blurs")
-    tried: dict[float, float] = {}
-    result = None
-    for blur in sorted(candidates):
-        result = explain(model, image, target, score=score, regularization=blur, **options)
-        tried[float(blur)] = float(result.path_score)
-        if not is_pinned(result.path_score, score, margin):
-            break
-    assert result is not None
-    result.info["regularization_auto"] = {"chosen": max(tried), "tried": tried}
-    return result
+    config_keys = {f.name for f in dataclasses.fields(AblationPathConfig)}
+    request_keys = {f.name for f in dataclasses.fields(ExplainRequest)}
+    request_keys -= {"config", "score", "auto_candidates"}
+    check_known(options, config_keys | request_keys, "option")
+    config = AblationPathConfig().replace(
+        regularization="auto", **{k: v for k, v in options.items() if k in config_keys}
+    )
+    request = ExplainRequest(
+        score=score,
+        config=config,
+        auto_candidates=tuple(sorted(candidates)),
+        **{k: v for k, v in options.items() if k in request_keys},
+    )
+    return run(model, image, target, request)

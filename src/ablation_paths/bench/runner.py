@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ablation_paths._optional import require
 from ablation_paths.bench import methods as methods_mod
 from ablation_paths.bench.metrics import (
     ablation_curves,
@@ -189,10 +190,9 @@ class Worker:
         self.samples = list(load_samples(config.n, config.seed))
         self.model = load_model().eval()
         self.random_model: nn.Module | None = None
-        methods_mod.AP_OPTIONS.clear()
-        methods_mod.AP_OPTIONS.update(config.ap_options)
-        methods_mod.EXTREMAL_OPTIONS.clear()
-        methods_mod.EXTREMAL_OPTIONS.update(config.extremal_options)
+        self.options = methods_mod.MethodOptions(
+            ablation_path=dict(config.ap_options), extremal=dict(config.extremal_options)
+        )
         self.host = platform.node()
 
     def _randomised(self) -> nn.Module:
@@ -227,7 +227,7 @@ class Worker:
             rec["prob_target"] = float(probs[label])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                exp = methods_mod.compute(method, self.model, image, label)
+                exp = methods_mod.compute(method, self.model, image, label, self.options)
             h = exp.heatmap
             mask = sample.mask.bool()
             tol = cfg.tolerance if cfg.tolerance is not None else default_tolerance(h.shape[-1])
@@ -247,7 +247,8 @@ class Worker:
                 try:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
-                        hr = methods_mod.compute(method, self._randomised(), image, label).heatmap
+                        model = self._randomised()
+                        hr = methods_mod.compute(method, model, image, label, self.options).heatmap
                     rec["sanity_spearman"] = rank_correlation(h, hr)
                 except Exception as err:  # noqa: BLE001 - the heatmap itself is still valid
                     rec["sanity_error"] = f"{type(err).__name__}: {err}"
@@ -280,7 +281,18 @@ def load_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
                 continue
             if isinstance(rec, dict) and "method" in rec and "index" in rec:
                 out.append(rec)
-    return out
+    return _latest_per_pair(out)
+
+
+def _latest_per_pair(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per (dataset, seed, settings, image, method): the last one, so a pair that
+    failed and was retried on resume counts once, with its retry's outcome (order kept)."""
+    latest: dict[tuple[Any, ...], int] = {}
+    for i, r in enumerate(records):
+        key = (r.get("dataset"), r.get("seed"), r.get("settings"), r["index"], r["method"])
+        latest[key] = i
+    keep = set(latest.values())
+    return [r for i, r in enumerate(records) if i in keep]
 
 
 class _Appender:
@@ -337,7 +349,8 @@ def run_benchmark(
             f"now {current}): resuming would mix them in one table. Use a new --out, or "
             f"delete the file to start again"
         )
-    done = {(int(r["index"]), str(r["method"])) for r in mine}
+    # failed pairs are not done: a resume retries them (the retry's record supersedes)
+    done = {(int(r["index"]), str(r["method"])) for r in mine if "error" not in r}
     units = _pending(config, done)
     config.out.mkdir(parents=True, exist_ok=True)
     (config.out / "config.json").write_text(json.dumps(config.to_json(), indent=2))
@@ -364,7 +377,7 @@ def _run_local(config: BenchConfig, units: list[tuple[int, list[str]]]) -> Itera
 
 
 def _run_ray(config: BenchConfig, units: list[tuple[int, list[str]]]) -> Iterator[dict[str, Any]]:
-    import ray
+    ray = require("ray", extra="ray")
 
     started_here = False
     if not ray.is_initialized():

@@ -7,7 +7,12 @@ Main entry points:
 * :func:`sift_rise` / :func:`sift_rise_heatmap` - RISE over SIFT features.
 """
 
-from ablation_paths.sift.decomposition import SiftDecomposition, SiftParams, decompose
+from ablation_paths.sift.decomposition import (
+    SiftDecomposition,
+    SiftParams,
+    decompose,
+    find_keypoints,
+)
 from ablation_paths.sift.heatmaps import local_contrast
 from ablation_paths.sift.keypoints import Keypoints, detect_keypoints
 from ablation_paths.sift.mask_space import SiftMaskSpace
@@ -22,6 +27,7 @@ __all__ = [
     "SiftParams",
     "decompose",
     "detect_keypoints",
+    "find_keypoints",
     "local_contrast",
     "reconstruct",
     "scale_space",

@@ -4,59 +4,19 @@ One sparse matrix ``Z^rho`` per resolution level maps the gains ``theta in R^K``
 summed contribution ``sum_{l in level} sum_i theta_i chi^_{i,l} T_l`` (all channels stacked); the
 levels are upsampled bilinearly, coarse to fine, and added (:func:`upsample_levels`). The map is
 linear, so its Jacobian is the matrix itself; backpropagation multiplies by the stored transpose
-(``Z^T``), which is why both are kept.
+(``Z^T``), which is why both are kept (:mod:`ablation_paths.sparse`).
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
-import scipy.sparse as sp
-import torch
 from torch import Tensor
 
 from ablation_paths.sift.scale_space import upsample_levels
+from ablation_paths.sparse import sparse_matmul, to_torch_csr
 
 __all__ = ["SparseLevel", "decode_levels", "sparse_matmul", "to_torch_csr"]
-
-
-def to_torch_csr(mat: sp.spmatrix, dtype: torch.dtype, device: torch.device | str) -> Tensor:
-    """SciPy sparse matrix -> torch sparse CSR ``dtype`` tensor on ``device`` (sorted indices)."""
-    m = sp.csr_matrix(mat)
-    m.sum_duplicates()
-    # int32 indices are ~30 % faster to multiply and half the size; int64 only when needed
-    idx = "int32" if max(m.nnz, *m.shape) < 2**31 - 1 else "int64"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-        out = torch.sparse_csr_tensor(
-            torch.from_numpy(m.indptr.astype(idx)),
-            torch.from_numpy(m.indices.astype(idx)),
-            torch.from_numpy(m.data).to(dtype),
-            size=m.shape,
-            dtype=dtype,
-        )
-    return out.to(device)
-
-
-class _SparseMatmul(torch.autograd.Function):
-    """``mat @ x`` for a constant sparse ``mat``; the backward pass applies ``mat_t = mat.T``."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, mat: Tensor, mat_t: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.mat_t = mat_t
-        return mat @ x
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        return ctx.mat_t @ grad, None, None
-
-
-def sparse_matmul(mat: Tensor, mat_t: Tensor, x: Tensor) -> Tensor:
-    """Differentiable ``mat @ x`` (``x``: ``[K, B]`` dense) with the gradient ``mat_t @ grad``."""
-    out = _SparseMatmul.apply(x, mat, mat_t)
-    assert isinstance(out, Tensor)
-    return out
 
 
 @dataclass

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,13 +18,20 @@ import torch
 from scipy.spatial import cKDTree
 from torch import Tensor
 
-from ablation_paths.sift.cells import assign_cells, blur_cells, hard_cells, sparsify
+from ablation_paths.diagnostics import InputWarning
+from ablation_paths.sift.cells import assign_cells, blur_cells, hard_cells
 from ablation_paths.sift.decoder import SparseLevel, decode_levels, to_torch_csr
-from ablation_paths.sift.heatmaps import local_contrast, voronoi_field
-from ablation_paths.sift.keypoints import Keypoints, default_keypoint, detect_keypoints
-from ablation_paths.sift.scale_space import Layer, ScaleSpace, scale_space
+from ablation_paths.sift.heatmaps import layer_weights, local_contrast, voronoi_field
+from ablation_paths.sift.keypoints import Keypoints, default_keypoint, detect_keypoints, luma
+from ablation_paths.sift.scale_space import (
+    Layer,
+    ScaleSpace,
+    detection_space,
+    resample,
+    scale_space,
+)
 
-__all__ = ["SiftDecomposition", "SiftParams", "decompose"]
+__all__ = ["SiftDecomposition", "SiftParams", "decompose", "find_keypoints"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,8 @@ class SiftParams:
             ``False`` gives the hard partition of 4.1.3B (edges imprinted, for comparison).
         cutoff: soft sparsity threshold ``s`` of eq. 4.37 (``0`` disables the cutoff).
         truncate: Gaussian kernels are cut at ``truncate * sigma``.
+        field_weights: layer weights ``C_l`` of the Voronoi-field heatmap (eq. 4.47), one of
+            :data:`~ablation_paths.sift.heatmaps.FIELD_WEIGHTS`.
     """
 
     scales_per_octave: int = 3
@@ -59,6 +69,7 @@ class SiftParams:
     smooth_cells: bool = True
     cutoff: float = 0.01
     truncate: float = 4.0
+    field_weights: str = "local_energy"
 
 
 @dataclass
@@ -73,6 +84,11 @@ class SiftDecomposition:
         levels: decoder matrices, one per resolution level (eq. 4.40).
         field_levels: the same cells with the homogeneous field of eq. 4.46-4.47 (one channel).
         n_voxels: number of scale-space voxels (all layers, one channel).
+        residual: the low-pass residual layer's own decoder matrix (on the coarsest level), for
+            :meth:`mass_weights` without the mean colour.
+        field_norm: ``[H, W]`` divisor of the Voronoi heatmap: the field of all-ones values
+            (so the heatmap is a per-pixel weighted mean of the feature values), or its mean for
+            ``field_weights="local_energy"`` (an energy density); ``None``: no division.
     """
 
     image: Tensor
@@ -82,7 +98,9 @@ class SiftDecomposition:
     levels: list[SparseLevel]
     field_levels: list[SparseLevel]
     n_voxels: int
-    _mass: Tensor | None = field(default=None, repr=False)
+    field_norm: Tensor | None = field(default=None, repr=False)
+    residual: SparseLevel | None = field(default=None, repr=False)
+    _mass: dict[bool, Tensor] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
         c, h, w = self.image.shape
@@ -170,26 +188,53 @@ class SiftDecomposition:
         eye[torch.arange(idx.numel(), device=self.device), idx] = 1
         return self.decode(eye)
 
-    def mass_weights(self, normalize: bool = False, chunk: int = 64) -> Tensor:
-        """Per-feature mass ``W_j = ||D(e_j)||_2`` (eq. 4.45), ``[K]``; over all pixels and
-        channels. ``normalize=True`` divides by the sum (weights summing to 1)."""
-        if self._mass is None:
+    def mass_weights(
+        self, normalize: bool = False, residual: bool = True, chunk: int = 64
+    ) -> Tensor:
+        """Per-feature mass ``W_j = ||D(e_j)||_2`` (eq. 4.45), ``[K]``, over all pixels and
+        channels. ``normalize=True`` divides by the sum (weights summing to 1).
+
+        ``residual=False`` leaves out each feature's share of the low-pass residual layer (the
+        mean colour, eq. 4.31): the feature that owns the residual cells otherwise carries a
+        large share of the total mass (48 % on the demo disc), and a feature of weight ``w``
+        cannot be switched off faster than ``w`` of the path's time at constant speed, which caps
+        the saturation (eq. 2.31) near ``1 - sum_j w_j^2 / 2``."""
+        key = bool(residual)
+        if key not in self._mass:
             out = []
             with torch.no_grad():
                 for start in range(0, self.num_features, chunk):
                     idx = list(range(start, min(start + chunk, self.num_features)))
-                    out.append(torch.linalg.vector_norm(self.features(idx), dim=(1, 2, 3)))
-            self._mass = torch.cat(out)
-        w = self._mass
+                    img = self.features(idx)
+                    if not residual and self.residual is not None:
+                        img = img - self._decode_residual(idx)
+                    out.append(torch.linalg.vector_norm(img, dim=(1, 2, 3)))
+            self._mass[key] = torch.cat(out)
+        w = self._mass[key]
         return w / w.sum().clamp_min(torch.finfo(w.dtype).tiny) if normalize else w.clone()
+
+    def _decode_residual(self, idx: list[int]) -> Tensor:
+        """The residual layer's part of ``D(e_j)`` for features ``idx`` -> ``[n, C, H, W]``."""
+        assert self.residual is not None
+        eye = torch.zeros(len(idx), self.num_features, dtype=self.dtype, device=self.device)
+        eye[torch.arange(len(idx), device=self.device), torch.as_tensor(idx)] = 1
+        y = decode_levels([self.residual], eye, self.residual.size)
+        for lv in self.levels[-2::-1]:
+            y = resample(y, lv.size)
+        return y
 
     # ----------------------------------------------------------------------------- heatmaps
     def voronoi_heatmap(self, values: Tensor) -> Tensor:
         """Voronoi-field heatmap (eq. 4.46-4.47) of per-feature values ``[K]`` -> ``[H, W]``
-        (or ``[B, K]`` -> ``[B, H, W]``). The field is uniform over the layers (``C(sigma) = 1 /
-        n_layers``), so constant values ``c`` give the constant map ``c``."""
+        (or ``[B, K]`` -> ``[B, H, W]``) with the layer weights ``params.field_weights``.
+        Homogeneous weights give a per-pixel weighted mean of the values (constant values ``c``
+        give the constant map ``c``); ``"local_energy"`` gives the density
+        ``sum_i v_i E_i(r) / mean E``, with ``E_i`` feature ``i``'s share of the local band
+        energy, which is large where salient features carry image structure."""
         g, single = self._check_gains(values, "values")
         out = voronoi_field(self.field_levels, g, self.image_size)
+        if self.field_norm is not None:
+            out = out / self.field_norm
         return out[0] if single else out
 
     def contrast_heatmap(
@@ -219,39 +264,105 @@ def _as_image(image: Tensor) -> Tensor:
     return image
 
 
+def _layer_sum(blocks: list[np.ndarray], stacked: sp.csr_matrix, hw: int) -> sp.csr_matrix:
+    """``sum_l diag(blocks[l]) chi_l`` as one sparse product ``B @ vstack_l(chi_l)`` with the CSR
+    matrix ``B = [diag(b_1) ... diag(b_L)]`` ``[hw, L*hw]`` built directly (row ``p`` holds
+    ``b_l[p]`` at column ``l*hw + p``): no per-layer additions of growing matrices."""
+    n_l = len(blocks)
+    data = np.stack(blocks, axis=1).ravel().astype(stacked.dtype)  # [hw, L]
+    indices = (np.arange(hw)[:, None] + hw * np.arange(n_l)[None, :]).ravel()
+    indptr = np.arange(0, hw * n_l + 1, n_l)
+    band = sp.csr_matrix((data, indices.astype(np.int32), indptr), shape=(hw, n_l * hw))
+    out = (band @ stacked).tocsr()
+    out.eliminate_zeros()
+    return out
+
+
+RANGE_TOLERANCE = 0.5
+"""Values up to this far outside ``[0, 1]`` (overshoot of decoded or sharpened images) are taken
+as they are; beyond it the image is in another range."""
+
+
+def _unit_range(image: Tensor) -> Tensor:
+    """The image for keypoint detection: itself when its values lie in ``[0, 1]`` (up to
+    :data:`RANGE_TOLERANCE`); otherwise
+    rescaled to ``[0, 1]`` (``/ 255`` when they fit ``[0, 255]``, else min-max) with an
+    :class:`~ablation_paths.diagnostics.InputWarning`, because the contrast threshold assumes
+    ``[0, 1]`` (a ``[0, 255]`` image would pass 255 times more keypoints)."""
+    lo, hi = float(image.min()), float(image.max())
+    if lo >= -RANGE_TOLERANCE and hi <= 1.0 + RANGE_TOLERANCE:
+        return image
+    if lo >= 0.0 and hi <= 255.0 + 1e-3:
+        how, out = "divided by 255", image / 255.0
+    else:
+        how, out = "min-max rescaled", (image - lo) / max(hi - lo, 1e-12)
+    warnings.warn(
+        f"image values lie in [{lo:.3g}, {hi:.3g}], not [0, 1]: keypoints are detected on the "
+        f"image {how} (the contrast threshold assumes [0, 1]); the decomposition still "
+        "reconstructs the image as given",
+        InputWarning,
+        stacklevel=3,
+    )
+    return out
+
+
+def _residual_matrix(space: ScaleSpace, chi: sp.csr_matrix) -> sp.csr_matrix:
+    """``vstack_c(diag(T_res[c]) chi_res)`` ``[C*h*w, K]``: the residual layer alone."""
+    band = space.bands[-1].detach().to(torch.float64).cpu().numpy()
+    n_ch, hw = band.shape[0], band.shape[1] * band.shape[2]
+    blocks = [sp.diags(band[c].reshape(hw)) @ chi for c in range(n_ch)]
+    return sp.vstack(blocks, format="csr")
+
+
 def _level_matrices(
-    space: ScaleSpace, cells: list[sp.csr_matrix], n_features: int
-) -> tuple[list[sp.csr_matrix], list[sp.csr_matrix]]:
-    """Per level: ``Z = sum_l vstack_c(diag(T_l[c]) chi^_l)`` ``[C*h*w, K]`` (eq. 4.33, 4.40) and
-    the homogeneous-field version ``V = sum_l chi^_l / n_layers`` ``[h*w, K]`` (eq. 4.46)."""
-    n_layers = len(space.layers)
-    zs, vs = [], []
-    for lv in space.levels:
-        h, w = lv.size
-        hw = h * w
-        n_ch = space.bands[lv.layers[0]].shape[0]
-        z = sp.csr_matrix((n_ch * hw, n_features))
-        field = sp.csr_matrix((hw, n_features))
-        for i in lv.layers:  # add layer by layer: peak memory ~ one layer's entries
-            chi = cells[i]
-            rows = np.repeat(np.arange(hw), np.diff(chi.indptr))
-            band = space.bands[i].detach().to(torch.float64).cpu().numpy().reshape(n_ch, hw)
-            vals = (chi.data[None, :] * band[:, rows]).ravel()
-            all_rows = (rows[None, :] + hw * np.arange(n_ch)[:, None]).ravel()
-            cols = np.tile(chi.indices, n_ch)
-            z = z + sp.csr_matrix((vals, (all_rows, cols)), shape=z.shape)
-            field = field + chi
-        z.eliminate_zeros()
-        zs.append(z)
-        vs.append(sp.csr_matrix(field / n_layers))
-    return zs, vs
+    space: ScaleSpace,
+    level: int,
+    stacked: sp.csr_matrix,
+    field_weights: list[np.ndarray],
+    dtype: type[np.floating],
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """One level's ``Z = sum_l vstack_c(diag(T_l[c]) chi^_l)`` ``[C*h*w, K]`` (eq. 4.33, 4.40) and
+    its field ``V = sum_l C_l chi^_l`` ``[h*w, K]`` (eq. 4.46), from the stacked cells
+    ``vstack_l(chi^_l)`` ``[L*h*w, K]`` of the level's layers (in order) and the field weights
+    ``C_l`` of all layers (``[1]`` or ``[h*w]``), in ``dtype``."""
+    lv = space.levels[level]
+    hw = lv.size[0] * lv.size[1]
+    n_ch = int(space.bands[lv.layers[0]].shape[0])
+    bands = [
+        space.bands[i].detach().to(torch.float64).cpu().numpy().reshape(n_ch, hw).astype(dtype)
+        for i in lv.layers
+    ]
+    z = sp.vstack([_layer_sum([b[c] for b in bands], stacked, hw) for c in range(n_ch)], "csr")
+    ones = np.ones(hw, dtype=dtype)
+    field = _layer_sum([ones * field_weights[i] for i in lv.layers], stacked, hw)  # broadcast
+    return z, field
+
+
+def find_keypoints(image: Tensor, params: SiftParams | None = None, **overrides) -> Keypoints:
+    """The keypoints of :func:`decompose` without the decoder: refined extrema of the luma's
+    detection pyramid (:func:`~ablation_paths.sift.scale_space.detection_space`), which does not
+    depend on the storage setting ``level_sigmas``. Falls back to one centre keypoint on the
+    coarsest DoG layer when nothing passes the thresholds (so ``K >= 1``)."""
+    p = dataclasses.replace(params or SiftParams(), **overrides)
+    x = _unit_range(_as_image(image).detach())
+    det = detection_space(luma(x)[None], p.scales_per_octave, p.sigma_min, p.sigma_max, p.truncate)
+    kp = detect_keypoints(
+        det,
+        contrast_threshold=p.contrast_threshold,
+        edge_threshold=p.edge_threshold,
+        border=p.border,
+        max_keypoints=p.max_keypoints,
+    )
+    return kp if len(kp) else default_keypoint(det)
 
 
 def decompose(image: Tensor, params: SiftParams | None = None, **overrides) -> SiftDecomposition:
     """SIFT feature decomposition of one image (encoder ``E_SIFT``, eq. 4.10; decoder eq. 4.41).
 
     Args:
-        image: ``[3, H, W]`` (RGB) or ``[1, H, W]`` (grey) float tensor, values in ``[0, 1]``.
+        image: ``[3, H, W]`` (RGB) or ``[1, H, W]`` (grey) float tensor, values in ``[0, 1]``
+            (other ranges are reconstructed as given, but keypoints are detected on the image
+            rescaled to ``[0, 1]``, with an :class:`~ablation_paths.diagnostics.InputWarning`).
         params: :class:`SiftParams`; keyword ``overrides`` replace single fields
             (e.g. ``decompose(x, eta=2.0, cutoff=0.0)``).
 
@@ -265,34 +376,41 @@ def decompose(image: Tensor, params: SiftParams | None = None, **overrides) -> S
     space = scale_space(
         x.detach(), p.scales_per_octave, p.sigma_min, p.sigma_max, p.level_sigmas, p.truncate
     )
-    kp = detect_keypoints(
-        space,
-        contrast_threshold=p.contrast_threshold,
-        edge_threshold=p.edge_threshold,
-        border=p.border,
-        max_keypoints=p.max_keypoints,
-    )
-    if len(kp) == 0:
-        kp = default_keypoint(space)
+    kp = find_keypoints(x, p)
     k = len(kp)
     tree = cKDTree(np.stack([kp.x, kp.y, p.eta * kp.sigma], axis=1))
     hh, ww = space.image_size
-    cells: list[sp.csr_matrix] = []
-    n_vox = 0
-    for layer in space.layers:
-        size = space.levels[layer.level].size
-        n_vox += size[0] * size[1]
-        labels = assign_cells(tree, size, (hh, ww), layer.sigma, p.eta)
-        if p.smooth_cells:
-            s = (layer.sigma * size[0] / hh, layer.sigma * size[1] / ww)
-            chi = sparsify(blur_cells(labels, k, s, p.truncate), p.cutoff)
-        else:
-            chi = hard_cells(labels, k)
-        cells.append(chi)
-    zs, vs = _level_matrices(space, cells, k)
+    field_weights = layer_weights(space, kp, p.field_weights)
+    np_dtype = np.float64 if x.dtype == torch.float64 else np.float32
     levels: list[SparseLevel] = []
     field_levels: list[SparseLevel] = []
-    for lv, z, v in zip(space.levels, zs, vs, strict=True):
+    residual: SparseLevel | None = None
+    n_vox = 0
+    for li, lv in enumerate(space.levels):  # one level at a time: peak memory ~ one level
+        cells: list[sp.csr_matrix] = []
+        for i in lv.layers:
+            layer = space.layers[i]
+            n_vox += lv.size[0] * lv.size[1]
+            labels = assign_cells(tree, lv.size, (hh, ww), layer.sigma, p.eta)
+            if p.smooth_cells:
+                s = (layer.sigma * lv.size[0] / hh, layer.sigma * lv.size[1] / ww)
+                chi = blur_cells(labels, k, s, p.truncate, cutoff=p.cutoff, dtype=np_dtype)
+            else:
+                chi = hard_cells(labels, k)
+            cells.append(chi.astype(np_dtype))  # float32 storage for float32 images
+        if li == len(space.levels) - 1:  # the low-pass residual is the last layer
+            zr = _residual_matrix(space, cells[-1])
+            residual = SparseLevel(
+                factor=lv.factor,
+                size=lv.size,
+                channels=x.shape[0],
+                matrix=to_torch_csr(zr, x.dtype, x.device),
+                matrix_t=to_torch_csr(zr.T, x.dtype, x.device),
+            )
+        stacked = sp.vstack(cells, format="csr")  # [L*hw, K]
+        cells.clear()  # the stacked copy is all that is needed: peak memory ~ one level's cells
+        z, v = _level_matrices(space, li, stacked, field_weights, np_dtype)
+        del stacked
         for mats, m, c in ((levels, z, x.shape[0]), (field_levels, v, 1)):
             mats.append(
                 SparseLevel(
@@ -303,6 +421,12 @@ def decompose(image: Tensor, params: SiftParams | None = None, **overrides) -> S
                     matrix_t=to_torch_csr(m.T, x.dtype, x.device),
                 )
             )
+    with torch.no_grad():  # the field of all-ones values (eq. 4.46-4.47)
+        ones = torch.ones(1, k, dtype=x.dtype, device=x.device)
+        norm = voronoi_field(field_levels, ones, (hh, ww))[0]
+        if p.field_weights == "local_energy":  # a density: only its overall scale is removed
+            norm = norm.mean().expand_as(norm)
+        norm = norm.clamp_min(float(norm.max()) * 1e-6 + torch.finfo(x.dtype).tiny)
     return SiftDecomposition(
         image=x.detach(),
         params=p,
@@ -311,4 +435,6 @@ def decompose(image: Tensor, params: SiftParams | None = None, **overrides) -> S
         levels=levels,
         field_levels=field_levels,
         n_voxels=n_vox,
+        field_norm=norm,
+        residual=residual,
     )

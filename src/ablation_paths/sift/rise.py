@@ -74,5 +74,11 @@ def sift_rise(
 
 
 def sift_rise_heatmap(decomposition: SiftDecomposition, saliency: Tensor) -> Tensor:
-    """Spatial ``[H, W]`` map of per-feature RISE saliency via the Voronoi field (eq. 4.46)."""
-    return decomposition.voronoi_heatmap(saliency)
+    """Spatial ``[H, W]`` map of per-feature RISE saliency via the Voronoi field (eq. 4.46).
+
+    The saliency is centred first (``S_i - mean_i S_i``): RISE values all lie near the mean target
+    probability, and only their differences say which feature matters. Positive values mark
+    features whose presence raises the target probability. The centring shifts a weighted-mean
+    field by a constant (same ranking) and makes the energy-density field
+    (``field_weights="local_energy"``) signed."""
+    return decomposition.voronoi_heatmap(saliency - saliency.mean())

@@ -32,14 +32,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ablation_paths.filters import gaussian_blur as blur
+
 __all__ = [
     "Layer",
     "Level",
     "ScaleSpace",
+    "DETECTION_OCTAVE_SIGMA",
     "blur",
-    "fold_index",
-    "gaussian_kernel1d",
-    "gaussian_matrix",
+    "detection_space",
     "level_coords",
     "make_grid",
     "reconstruct",
@@ -159,64 +160,6 @@ def make_grid(
     return layers, levels
 
 
-def fold_index(idx: Tensor, n: int) -> Tensor:
-    """Map any integer indices onto ``[0, n)`` by half-sample symmetric reflection
-    (``... b a | a b c d | d c ...``), periodic with ``2n``; works for arbitrarily far indices."""
-    m = torch.remainder(idx, 2 * n)
-    return torch.where(m >= n, 2 * n - 1 - m, m)
-
-
-def gaussian_kernel1d(
-    sigma: float, truncate: float = 4.0, dtype: torch.dtype = torch.float64, device=None
-) -> Tensor:
-    """Normalised sampled Gaussian ``[2r + 1]`` with ``r = ceil(truncate * sigma)``."""
-    radius = max(1, int(math.ceil(truncate * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    return k / k.sum()
-
-
-def gaussian_matrix(
-    n: int, sigma: float, truncate: float = 4.0, dtype: torch.dtype = torch.float64, device=None
-) -> Tensor:
-    """Dense ``[n, n]`` matrix of the 1-D Gaussian blur with half-sample symmetric boundaries.
-
-    Row ``i`` holds the weights of output sample ``i``; the kernel taps falling outside ``[0, n)``
-    are folded back with :func:`fold_index`, so every row sums to 1 exactly (up to rounding).
-    ``sigma <= 0`` gives the identity.
-    """
-    if sigma <= 0:
-        return torch.eye(n, dtype=dtype, device=device)
-    k = gaussian_kernel1d(sigma, truncate, dtype=dtype, device=device)
-    r = (k.numel() - 1) // 2
-    rows = torch.arange(n, device=device).repeat_interleave(2 * r + 1)
-    cols = fold_index(
-        (torch.arange(n, device=device)[:, None] + torch.arange(-r, r + 1, device=device)).ravel(),
-        n,
-    )
-    mat = torch.zeros(n, n, dtype=dtype, device=device)
-    mat.index_put_((rows, cols), k.repeat(n), accumulate=True)
-    return mat
-
-
-def blur(images: Tensor, sigma: float | tuple[float, float], truncate: float = 4.0) -> Tensor:
-    """Separable Gaussian blur of ``[..., H, W]`` with half-sample symmetric boundaries.
-
-    ``sigma`` in pixels (a pair means ``(sigma_y, sigma_x)``); the kernel is truncated at
-    ``truncate * sigma`` and renormalised, and the boundary folding keeps every output a convex
-    combination of inputs, so constants are preserved exactly. Any sigma works, also one larger than
-    the image. Keeps dtype and device.
-    """
-    sy, sx = (sigma, sigma) if isinstance(sigma, int | float) else sigma
-    h, w = int(images.shape[-2]), int(images.shape[-1])
-    out = images
-    if sx > 0:
-        out = out @ gaussian_matrix(w, float(sx), truncate, images.dtype, images.device).T
-    if sy > 0:
-        out = gaussian_matrix(h, float(sy), truncate, images.dtype, images.device) @ out
-    return out
-
-
 def resample(images: Tensor, size: tuple[int, int]) -> Tensor:
     """Bilinear resampling of ``[C, h, w]`` / ``[B, C, h, w]`` to ``size`` (align_corners=False)."""
     if tuple(images.shape[-2:]) == tuple(size):
@@ -289,6 +232,67 @@ def scale_space(
         layers=layers,
         levels=levels,
         bands=[b for b in bands if b is not None],
+        image_size=(hh, ww),
+        scales_per_octave=int(scales_per_octave),
+        sigma_min=float(sigma_min),
+    )
+
+
+DETECTION_OCTAVE_SIGMA = 4.5
+"""The detection pyramid halves its resolution each time a layer's lower sigma edge passes
+``4.5 * 2**k`` px (k = 0, 1, ...): every DoG layer is sampled at 2.25 to 4.5 grid pixels per sigma,
+as in Lowe's octaves. A constant of the detector, not a storage setting."""
+
+
+def detection_space(
+    grey: Tensor,
+    scales_per_octave: int = 3,
+    sigma_min: float = 0.8,
+    sigma_max: float | None = None,
+    truncate: float = 4.0,
+) -> ScaleSpace:
+    """The DoG stack on which keypoints are detected (thesis 4.1.2), independent of storage.
+
+    ``grey`` ``[1, H, W]``. Same sigma partition as :func:`scale_space`, but every layer is the
+    *true* band ``Gamma(sigma_lo) - Gamma(sigma_hi)`` of its own grid (no handover residue from
+    the storage levels), on an octave pyramid fixed by :data:`DETECTION_OCTAVE_SIGMA`: each level
+    starts from the previous level's start image, blurred up to the new start sigma and
+    downsampled by 2. The detected keypoints therefore do not depend on
+    ``SiftParams.level_sigmas``. Not a reconstruction (its bands do not sum to the image).
+    """
+    if grey.dim() != 3 or grey.shape[0] != 1:
+        raise ValueError(f"grey must be [1, H, W], got shape {tuple(grey.shape)}")
+    hh, ww = int(grey.shape[-2]), int(grey.shape[-1])
+    smax = float(max(hh, ww) if sigma_max is None else sigma_max)
+    octaves = tuple(
+        DETECTION_OCTAVE_SIGMA * 2.0**k
+        for k in range(max(1, math.ceil(math.log2(max(smax, 1.0) / DETECTION_OCTAVE_SIGMA)) + 1))
+    )
+    layers, levels = make_grid((hh, ww), scales_per_octave, sigma_min, sigma_max, octaves)
+    bands: list[Tensor] = []
+    base, s_base, f_base = grey, 0.0, (1.0, 1.0)
+    for lv in levels:
+        lay = [layers[i] for i in lv.layers]
+        s0 = lay[0].sigma_lo
+        f = (hh / lv.size[0], ww / lv.size[1])
+        if lv.factor > 1:  # blur the previous start image up to s0 on its grid, then downsample
+            extra = math.sqrt(max(s0 * s0 - s_base * s_base, 0.0))
+            base = resample(blur(base, (extra / f_base[0], extra / f_base[1]), truncate), lv.size)
+            s_base, f_base = s0, f
+
+        def gauss(s: float, base: Tensor = base, s0: float = s_base, f=f) -> Tensor:
+            extra = math.sqrt(max(s * s - s0 * s0, 0.0))
+            return blur(base, (extra / f[0], extra / f[1]), truncate)
+
+        g_lo = gauss(lay[0].sigma_lo)
+        for layer in lay:
+            g_hi = torch.zeros_like(g_lo) if layer.is_residual else gauss(layer.sigma_hi)
+            bands.append(g_lo - g_hi)
+            g_lo = g_hi
+    return ScaleSpace(
+        layers=layers,
+        levels=levels,
+        bands=bands,
         image_size=(hh, ww),
         scales_per_octave=int(scales_per_octave),
         sigma_min=float(sigma_min),
