@@ -376,6 +376,119 @@ def _state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def _check_inputs(cfg: TrainConfig, *stacks: tuple[str, torch.Tensor]) -> None:
+    size = cfg.model.size
+    for name, t in stacks:
+        if t.ndim != 4 or t.shape[1:] != (1, size, size) or t.shape[0] < 1:
+            raise ValueError(f"{name} must be (n >= 1, 1, {size}, {size}), got {tuple(t.shape)}")
+    shapes = {name: t.shape for name, t in stacks}
+    if shapes["train_noisy"] != shapes["train_clean"] or shapes["val_noisy"] != shapes["val_clean"]:
+        raise ValueError("noisy and clean stacks must have equal shapes")
+
+
+@dataclass
+class _Stopper:
+    """Early-stopping state: best validation MSE so far, its weights, epochs without gain."""
+
+    best_mse: float = math.inf
+    best_epoch: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    stale: int = 0
+    stopped: str = ""
+
+    def update(self, mse_: float, epoch: int, model: nn.Module, cfg: TrainConfig) -> None:
+        """Record one validation score (relative gain ``> min_delta`` resets the patience)."""
+        if mse_ < self.best_mse * (1.0 - cfg.min_delta):
+            self.stale = 0
+        else:
+            self.stale += 1
+        if mse_ < self.best_mse:  # a small gain keeps the weights, not the patience
+            self.best_mse, self.best_epoch, self.best_state = mse_, epoch, _state(model)
+        if cfg.patience and self.stale >= cfg.patience:
+            self.stopped = "early"
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        return {
+            "best_model": self.best_state,
+            "best_mse": self.best_mse,
+            "best_epoch": self.best_epoch,
+            "stale": self.stale,
+            "stopped": self.stopped,
+        }
+
+    @staticmethod
+    def from_checkpoint(ck: dict[str, Any]) -> _Stopper:
+        return _Stopper(
+            float(ck["best_mse"]),
+            int(ck["best_epoch"]),
+            ck["best_model"],
+            int(ck["stale"]),
+            str(ck["stopped"]),
+        )
+
+
+def _train_epoch(
+    model: Denoiser,
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    noisy: torch.Tensor,
+    clean: torch.Tensor,
+    epoch: int,
+    progress: bool,
+) -> float:
+    """One pass over the training pairs (shuffled, optionally rotated); mean training loss."""
+    device = torch.device(cfg.device)
+    n = noisy.shape[0]
+    m = disc(cfg.model.size, noisy).to(device)
+    g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+    perm = torch.randperm(n, generator=g)
+    angles = torch.rand(n, generator=g, dtype=torch.float64) * 2 * math.pi
+    model.train()
+    total, count = 0.0, 0
+    bar = tqdm(
+        range(0, n, cfg.batch_size),
+        desc=f"{cfg.model.arch} epoch {epoch}/{cfg.epochs}",
+        disable=not progress,
+        leave=False,
+    )
+    for i in bar:
+        idx = perm[i : i + cfg.batch_size]
+        x, y = noisy[idx].to(device), clean[idx].to(device)
+        if cfg.augment:
+            a = angles[idx].to(device)
+            x, y = rotate_images(x, a[:, None]), rotate_images(y, a[:, None])
+        loss = masked_mse(model(x * m), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * idx.numel()
+        count += idx.numel()
+        bar.set_postfix(loss=f"{total / count:.4f}")
+    return total / count
+
+
+def _resume(
+    ck_path: Path, cfg: TrainConfig, model: Denoiser, opt: torch.optim.Optimizer
+) -> tuple[int, list[dict[str, Any]], _Stopper]:
+    """Load ``checkpoint.pt`` into ``model`` and ``opt``; returns (epoch, history, stopper)."""
+    ck = _read_checkpoint(ck_path, cfg.device)
+    old = json.loads(ck["config"])
+    new = cfg.to_dict()
+    if {k: v for k, v in old.items() if k != "epochs"} != {
+        k: v for k, v in new.items() if k != "epochs"
+    }:
+        raise ValueError(
+            f"{ck_path} was written with a different configuration (only --epochs may "
+            "change on resume); use another --out or --no-resume"
+        )
+    try:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optim"])
+        return int(ck["epoch"]), json.loads(ck["history"]), _Stopper.from_checkpoint(ck)
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise ValueError(f"{ck_path} is a malformed checkpoint: {exc}") from exc
+
+
 def train(
     cfg: TrainConfig,
     train_noisy: torch.Tensor,
@@ -405,32 +518,29 @@ def train(
         ``seconds``; the last record also has ``best_epoch`` and ``stopped`` (``early``/``max``).
     """
     say = report or logger.info
-    size = cfg.model.size
-    for name, t in (
+    _check_inputs(
+        cfg,
         ("train_noisy", train_noisy),
         ("train_clean", train_clean),
         ("val_noisy", val_noisy),
         ("val_clean", val_clean),
-    ):
-        if t.ndim != 4 or t.shape[1:] != (1, size, size) or t.shape[0] < 1:
-            raise ValueError(f"{name} must be (n >= 1, 1, {size}, {size}), got {tuple(t.shape)}")
-    if train_noisy.shape != train_clean.shape or val_noisy.shape != val_clean.shape:
-        raise ValueError("noisy and clean stacks must have equal shapes")
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
-    norm = Normalisation.fit(train_noisy)
-    model = _build(cfg, norm).to(device)
-    cfg_json = json.dumps(cfg.to_dict())
-    norm_d = asdict(norm)
-    history: list[dict[str, Any]] = []
+    model = _build(cfg, Normalisation.fit(train_noisy)).to(device)
     n_par = count_parameters(model)
+    fixed = {
+        "config": json.dumps(cfg.to_dict()),
+        "normalisation": asdict(model.normalisation),
+        "format": FORMAT,
+    }
+    history: list[dict[str, Any]] = []
 
     def write_history() -> None:
-        (out / HISTORY).write_text(
-            strict_json({"config": cfg.to_dict(), "normalisation": norm_d, "history": history})
-        )
+        doc = {"config": cfg.to_dict(), "normalisation": fixed["normalisation"], "history": history}
+        (out / HISTORY).write_text(strict_json(doc))
 
     def ev() -> dict[str, float]:
         return evaluate(model, val_noisy, val_clean, cfg.eq_images, cfg.eq_angles)
@@ -439,139 +549,61 @@ def train(
         f"{cfg.model.arch}: {train_noisy.shape[0]} training / {val_noisy.shape[0]} validation "
         f"images, {n_par} parameters, up to {cfg.epochs} epochs; evaluating epoch 0"
     )
-    m = disc(size, train_noisy).to(device)
-    if isinstance(model.net, WienerFilter):  # closed-form fit, no epochs
-        z = model.normalise(train_noisy.to(device))
-        model.net.fit(z, ((train_clean.to(device) - norm.offset) / norm.scale) * m)
-        history.append({"epoch": 0, "train_loss": None, **ev(), "seconds": 0.0})
-        history[-1].update(best_epoch=0, stopped="closed-form")
-        _save_atomic(
-            {
-                "model": model.state_dict(),
-                "config": cfg_json,
-                "normalisation": norm_d,
-                "format": FORMAT,
-                "n_params": n_par,
-            },
-            out / MODEL,
-        )
-        write_history()
-        return history
-
+    stop, start, ck_path = _Stopper(), 0, out / CHECKPOINT
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    start = 0
-    ck_path = out / CHECKPOINT
-    best_state: dict[str, torch.Tensor] | None = None
-    best_mse, best_epoch, stale, stopped = math.inf, 0, 0, ""
-    if resume and ck_path.exists():
-        ck = _read_checkpoint(ck_path, device)
-        old = json.loads(ck["config"])
-        if {k: v for k, v in old.items() if k != "epochs"} != {
-            k: v for k, v in cfg.to_dict().items() if k != "epochs"
-        }:
-            raise ValueError(
-                f"{ck_path} was written with a different configuration (only --epochs may "
-                "change on resume); use another --out or --no-resume"
-            )
-        try:
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optim"])
-            start = int(ck["epoch"])
-            history = json.loads(ck["history"])
-            best_state = ck["best_model"]
-            best_mse, best_epoch = float(ck["best_mse"]), int(ck["best_epoch"])
-            stale, stopped = int(ck["stale"]), str(ck["stopped"])
-        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-            raise ValueError(f"{ck_path} is a malformed checkpoint: {exc}") from exc
-        say(f"resuming from epoch {start} (best epoch {best_epoch})")
-        if stopped == "early" and cfg.epochs > start:
+    if isinstance(model.net, WienerFilter):  # closed-form fit, no epochs
+        m, norm = disc(cfg.model.size, train_noisy).to(device), model.normalisation
+        model.net.fit(
+            model.normalise(train_noisy.to(device)),
+            ((train_clean.to(device) - norm.offset) / norm.scale) * m,
+        )
+        stop.stopped = "closed-form"
+    elif resume and ck_path.exists():
+        start, history, stop = _resume(ck_path, cfg, model, opt)
+        say(f"resuming from epoch {start} (best epoch {stop.best_epoch})")
+        if stop.stopped == "early" and cfg.epochs > start:
             say("that run had stopped early on a validation plateau; not training further")
     if start == 0 and not history:
         history.append({"epoch": 0, "train_loss": None, **ev(), "seconds": 0.0})
-        best_mse, best_state = history[0]["mse"], _state(model)
-        say(f"epoch 0: val mse {best_mse:.4f} eq {history[0]['equivariance']:.4f}")
-    n = train_noisy.shape[0]
-    g_bn = torch.Generator().manual_seed(cfg.seed + 7)
-    bn_idx = torch.randperm(n, generator=g_bn)[: cfg.bn_images]
-    bn_inputs = model.normalise(train_noisy[bn_idx].to(device))
+        stop.update(history[0]["mse"], 0, model, cfg)
+        stop.stale = 0
+        say(f"epoch 0: val mse {stop.best_mse:.4f} eq {history[0]['equivariance']:.4f}")
+    bn_idx = torch.randperm(
+        train_noisy.shape[0], generator=torch.Generator().manual_seed(cfg.seed + 7)
+    )
+    bn_inputs = model.normalise(train_noisy[bn_idx[: cfg.bn_images]].to(device))
     epoch = start
-    while stopped != "early" and epoch < cfg.epochs:
+    while not stop.stopped and epoch < cfg.epochs:
         epoch += 1
         t0 = time.perf_counter()
-        g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
-        perm = torch.randperm(n, generator=g)
-        angles = torch.rand(n, generator=g, dtype=torch.float64) * 2 * math.pi
-        model.train()
-        total, count = 0.0, 0
-        bar = tqdm(
-            range(0, n, cfg.batch_size),
-            desc=f"{cfg.model.arch} epoch {epoch}/{cfg.epochs}",
-            disable=not progress,
-            leave=False,
-        )
-        for i in bar:
-            idx = perm[i : i + cfg.batch_size]
-            x, y = train_noisy[idx].to(device), train_clean[idx].to(device)
-            if cfg.augment:
-                a = angles[idx].to(device)
-                x, y = rotate_images(x, a[:, None]), rotate_images(y, a[:, None])
-            loss = masked_mse(model(x * m), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * idx.numel()
-            count += idx.numel()
-            bar.set_postfix(loss=f"{total / count:.4f}")
+        loss = _train_epoch(model, opt, cfg, train_noisy, train_clean, epoch, progress)
         recalibrate_batchnorm(model.net, bn_inputs, cfg.batch_size)
-        rec: dict[str, Any] = {"epoch": epoch, "train_loss": total / count, **ev()}
+        rec: dict[str, Any] = {"epoch": epoch, "train_loss": loss, **ev()}
         rec["seconds"] = time.perf_counter() - t0
         history.append(rec)
-        if rec["mse"] < best_mse * (1.0 - cfg.min_delta):
-            best_mse, best_epoch, best_state, stale = rec["mse"], epoch, _state(model), 0
-        else:
-            stale += 1
-            if rec["mse"] < best_mse:  # a small gain: keep the weights, not the patience
-                best_mse, best_epoch, best_state = rec["mse"], epoch, _state(model)
-        if cfg.patience and stale >= cfg.patience:
-            stopped = "early"
+        stop.update(rec["mse"], epoch, model, cfg)
         _save_atomic(
             {
                 "model": model.state_dict(),
                 "optim": opt.state_dict(),
                 "epoch": epoch,
                 "history": json.dumps(history),
-                "config": cfg_json,
-                "normalisation": norm_d,
-                "format": FORMAT,
-                "best_model": best_state,
-                "best_mse": best_mse,
-                "best_epoch": best_epoch,
-                "stale": stale,
-                "stopped": stopped,
+                **fixed,
+                **stop.to_checkpoint(),
             },
             ck_path,
         )
         write_history()
         say(
-            f"{cfg.model.arch} epoch {epoch}: train {rec['train_loss']:.4f} "
-            f"val mse {rec['mse']:.4f} psnr {rec['psnr']:.2f} "
-            f"eq {rec['equivariance']:.4f} ({rec['seconds']:.0f}s)"
-            + (f"; stopping, no gain for {stale} epochs" if stopped == "early" else "")
+            f"{cfg.model.arch} epoch {epoch}: train {loss:.4f} val mse {rec['mse']:.4f} "
+            f"psnr {rec['psnr']:.2f} eq {rec['equivariance']:.4f} ({rec['seconds']:.0f}s)"
+            + (f"; stopping, no gain for {stop.stale} epochs" if stop.stopped else "")
         )
-    history[-1].update(best_epoch=best_epoch, stopped=stopped or "max")
-    if best_state is not None:  # the last weights stay in checkpoint.pt
-        model.load_state_dict(best_state)
-    _save_atomic(
-        {
-            "model": model.state_dict(),
-            "config": cfg_json,
-            "normalisation": norm_d,
-            "format": FORMAT,
-            "n_params": n_par,
-            "best_epoch": best_epoch,
-        },
-        out / MODEL,
-    )
+    history[-1].update(best_epoch=stop.best_epoch, stopped=stop.stopped or "max")
+    if stop.best_state is not None:  # the last weights stay in checkpoint.pt
+        model.load_state_dict(stop.best_state)
+    best = {"n_params": n_par, "best_epoch": stop.best_epoch}
+    _save_atomic({"model": model.state_dict(), **fixed, **best}, out / MODEL)
     write_history()
     return history
 
