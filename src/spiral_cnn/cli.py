@@ -21,6 +21,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -228,14 +229,8 @@ def _positive_float(s: str) -> float:
     return v
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (exposed for tests and docs)."""
-    p = argparse.ArgumentParser(
-        prog="spiral-cnn", description="Rotation-equivariant spiral CNN denoiser for cryo-EM."
-    )
-    p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
-    sub = p.add_subparsers(dest="cmd", required=True)
-
+def _add_simulate(sub: Any) -> None:
+    """The ``simulate`` subcommand."""
     s = sub.add_parser("simulate", help="simulate a particle stack with ASPIRE")
     s.add_argument("--out", required=True, help="output directory (noisy.mrcs, clean.mrcs)")
     s.add_argument("--n", type=_positive_int, default=1024)
@@ -260,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--volumes", type=_positive_int, default=1, help="number of molecules")
     s.set_defaults(func=cmd_simulate)
 
+
+def _add_train(sub: Any) -> None:
+    """The ``train`` subcommand."""
     t = sub.add_parser(
         "train",
         help="train a denoiser (resumes from OUT/checkpoint.pt)",
@@ -293,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.set_defaults(func=cmd_train)
 
+
+def _add_denoise(sub: Any) -> None:
+    """The ``denoise`` subcommand."""
     d = sub.add_parser("denoise", help="denoise an MRC particle stack")
     d.add_argument("input")
     d.add_argument("output")
@@ -310,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="cpu")
     d.set_defaults(func=cmd_denoise)
 
+
+def _add_evaluate(sub: Any) -> None:
+    """The ``evaluate`` subcommand."""
     e = sub.add_parser("evaluate", help="MSE, PSNR, FRC and equivariance error on held-out data")
     e.add_argument("--model", required=True)
     e.add_argument("--noisy", required=True)
@@ -318,6 +322,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--eq-angles", type=_positive_int, default=4)
     e.add_argument("--device", default="cpu")
     e.set_defaults(func=cmd_evaluate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    p = argparse.ArgumentParser(
+        prog="spiral-cnn", description="Rotation-equivariant spiral CNN denoiser for cryo-EM."
+    )
+    p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    for add in (_add_simulate, _add_train, _add_denoise, _add_evaluate):
+        add(sub)
     from ablation_paths import __version__
 
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
