@@ -489,6 +489,13 @@ def _resume(
         raise ValueError(f"{ck_path} is a malformed checkpoint: {exc}") from exc
 
 
+def _fit_wiener(model: Denoiser, noisy: torch.Tensor, clean: torch.Tensor) -> None:
+    """Least-squares fit of a wrapped :class:`WienerFilter` in the normalised units."""
+    assert isinstance(model.net, WienerFilter)
+    norm, m = model.normalisation, disc(noisy.shape[-1], noisy)
+    model.net.fit(model.normalise(noisy), ((clean - norm.offset) / norm.scale) * m)
+
+
 def train(
     cfg: TrainConfig,
     train_noisy: torch.Tensor,
@@ -550,19 +557,17 @@ def train(
         f"images, {n_par} parameters, up to {cfg.epochs} epochs; evaluating epoch 0"
     )
     stop, start, ck_path = _Stopper(), 0, out / CHECKPOINT
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = None
     if isinstance(model.net, WienerFilter):  # closed-form fit, no epochs
-        m, norm = disc(cfg.model.size, train_noisy).to(device), model.normalisation
-        model.net.fit(
-            model.normalise(train_noisy.to(device)),
-            ((train_clean.to(device) - norm.offset) / norm.scale) * m,
-        )
+        _fit_wiener(model, train_noisy.to(device), train_clean.to(device))
         stop.stopped = "closed-form"
-    elif resume and ck_path.exists():
-        start, history, stop = _resume(ck_path, cfg, model, opt)
-        say(f"resuming from epoch {start} (best epoch {stop.best_epoch})")
-        if stop.stopped == "early" and cfg.epochs > start:
-            say("that run had stopped early on a validation plateau; not training further")
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        if resume and ck_path.exists():
+            start, history, stop = _resume(ck_path, cfg, model, opt)
+            say(f"resuming from epoch {start} (best epoch {stop.best_epoch})")
+            if stop.stopped == "early" and cfg.epochs > start:
+                say("that run had stopped early on a validation plateau; not training further")
     if start == 0 and not history:
         history.append({"epoch": 0, "train_loss": None, **ev(), "seconds": 0.0})
         stop.update(history[0]["mse"], 0, model, cfg)
@@ -573,7 +578,7 @@ def train(
     )
     bn_inputs = model.normalise(train_noisy[bn_idx[: cfg.bn_images]].to(device))
     epoch = start
-    while not stop.stopped and epoch < cfg.epochs:
+    while opt is not None and not stop.stopped and epoch < cfg.epochs:
         epoch += 1
         t0 = time.perf_counter()
         loss = _train_epoch(model, opt, cfg, train_noisy, train_clean, epoch, progress)
@@ -582,16 +587,9 @@ def train(
         rec["seconds"] = time.perf_counter() - t0
         history.append(rec)
         stop.update(rec["mse"], epoch, model, cfg)
+        state = {"model": model.state_dict(), "optim": opt.state_dict(), "epoch": epoch}
         _save_atomic(
-            {
-                "model": model.state_dict(),
-                "optim": opt.state_dict(),
-                "epoch": epoch,
-                "history": json.dumps(history),
-                **fixed,
-                **stop.to_checkpoint(),
-            },
-            ck_path,
+            {**state, "history": json.dumps(history), **fixed, **stop.to_checkpoint()}, ck_path
         )
         write_history()
         say(

@@ -219,3 +219,16 @@ def test_resume_from_a_malformed_checkpoint_is_a_clear_error(tmp_path: Path) -> 
     (tmp_path / "checkpoint.pt").write_bytes(b"\x80\x02garbage")
     with pytest.raises(ValueError, match="not a readable spiral-cnn checkpoint"):
         train(_cfg(epochs=1), tn, tc, tn, tc, tmp_path, progress=False)
+
+
+def test_wiener_arch_is_fitted_in_closed_form_and_beats_the_noisy_input(tmp_path: Path) -> None:
+    tn, tc = _data(0)
+    vn, vc = _data(1, 24)
+    cfg = TrainConfig(model=ModelConfig(arch="wiener", size=16), eq_images=4, eq_angles=1)
+    hist = train(cfg, tn, tc, vn, vc, tmp_path, progress=False)
+    assert len(hist) == 1 and hist[0]["stopped"] == "closed-form"
+    model, _ = load_model(tmp_path)
+    m = disc(16, vn)
+    noisy_mse = float((((vn - vc) * m) ** 2).sum() / (m.sum() * vn.shape[0]))
+    assert evaluate(model, vn, vc, 4, 1)["mse"] == pytest.approx(hist[0]["mse"], rel=1e-6)
+    assert hist[0]["mse"] < 0.5 * noisy_mse
