@@ -35,7 +35,7 @@ class ModelConfig:
 
     arch: str = "spiral"
     size: int = 32
-    channels: int = 16
+    channels: int = 12
     depth: int = 5
     kernel: int = 3
 
