@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ablation_paths._optional import require
 from spiral_cnn.geometry import disc_mask
 
 NOISE_MODELS = ("gaussian", "poisson", "none")
@@ -151,7 +152,7 @@ def _aspire_env() -> None:
 def simulate(cfg: SimConfig) -> ParticleStack:
     """Simulate a particle stack with ASPIRE (see module docstring for the conventions)."""
     _aspire_env()
-    import aspire
+    aspire = require("aspire", extra="spiral-sim", purpose="simulating particle images")
     from aspire.noise import WhiteNoiseAdder
     from aspire.operators import RadialCTFFilter
     from aspire.source import Simulation

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ablation_paths._optional import require
+
 PROGRAM = "spiral-cnn"
 
 
@@ -33,7 +35,7 @@ def write_stack(
         pixel_size: angstrom per pixel.
         overwrite: replace an existing file.
     """
-    import mrcfile
+    mrcfile = require("mrcfile", extra="spiral")
 
     arr = np.asarray(images)
     if arr.ndim != 3:
@@ -71,7 +73,7 @@ def check_header(path: str | Path, max_bytes: int = MAX_DATA_BYTES) -> dict[str,
     Raises:
         ValueError: with the reason, naming the file.
     """
-    import mrcfile
+    mrcfile = require("mrcfile", extra="spiral")
 
     p = Path(path)
     try:
@@ -126,7 +128,7 @@ def read_stack(
         FileNotFoundError: the file does not exist.
         ValueError: the file is not a readable MRC particle stack, or contains NaN.
     """
-    import mrcfile
+    mrcfile = require("mrcfile", extra="spiral")
 
     p = Path(path)
     if not p.is_file():
