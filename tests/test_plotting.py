@@ -31,7 +31,7 @@ def _result() -> AblationPathResult:
         heatmaps={
             "average": torch.rand(16, 16, generator=g),
             "influence": torch.randn(16, 16, generator=g),
-            "sift_contrast": torch.rand(16, 16, generator=g) - 0.5,
+            "grid_energy": torch.rand(16, 16, generator=g) - 0.5,
         },
         image=torch.rand(3, 16, 16, generator=g),
         baseline_image=torch.rand(3, 16, 16, generator=g),
@@ -69,5 +69,5 @@ def test_heatmaps_over_image_with_colour_bars(
     for i, (ax, shape, _) in heat:  # each laid over the target image on the same axes
         assert shown[i - 1][0] is ax and shown[i - 1][1] == (16, 16, 3) and shape == (16, 16)
     titles = [ax.get_title() for ax, _, cmap in shown if cmap is not None]
-    assert "Average over the path" in titles and "Sift contrast" in titles
+    assert "Average over the path" in titles and "Grid energy" in titles
     assert not any("2.3" in t for t in titles)  # words, not equation numbers

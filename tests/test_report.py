@@ -329,7 +329,7 @@ def test_generic_heatmap_keys_and_labels(straddle: AblationPathResult) -> None:
     """Every key of ``result.heatmaps`` is rendered, known ones with their words (not bare
     equation numbers), unknown ones with a fallback label."""
     extra = dataclasses.replace(
-        straddle, heatmaps={**straddle.heatmaps, "sift_contrast": -straddle.heatmaps["average"]}
+        straddle, heatmaps={**straddle.heatmaps, "grid_energy": -straddle.heatmaps["average"]}
     )
     parsed = _Page(render_report(extra))
     captions = {
@@ -341,7 +341,7 @@ def test_generic_heatmap_keys_and_labels(straddle: AblationPathResult) -> None:
     text = parsed.text_in("div", **{"class": "row heatmaps"})
     for words in ("Average over the path", "At the class transition", "Influence-weighted"):
         assert words in text
-    assert "Sift contrast" in text
+    assert "Grid energy" in text
     assert "2.7.2" not in text  # equation numbers only in the tooltip
     assert captions[("average", "false")]["title"] == "thesis 2.7.2A, eq. 2.33"
 

@@ -1,10 +1,17 @@
 """Simulated single-particle projections with ground truth (thesis 6.1-6.3, 7.4; SPEC Part C).
 
-Clean projections come from ASPIRE-Python: a random asymmetric density (a sum of Gaussian
-"atoms", ``aspire.volume.AsymmetricVolume``) projected along uniformly random 3-D orientations
-(``aspire.source.Simulation`` with zero shifts and unit amplitudes), optionally through a radial
-CTF. The stack is then scaled so that the clean images have **unit mean energy on the particle
-disc**.
+Clean projections come from ASPIRE-Python: one or several random asymmetric densities (sums of
+Gaussian "atoms", ``aspire.volume.AsymmetricVolume``; each image shows one of them, drawn at
+random) projected along uniformly random 3-D orientations (``aspire.source.Simulation`` with
+unit amplitudes), optionally through a radial CTF. The stack is then scaled so that the clean
+images have **unit mean energy on the particle disc**.
+
+Centre convention: ASPIRE puts the projection origin at pixel ``(L // 2, L // 2)`` (``r = 0`` of
+its ``grid_2d``), while this package's spiral, disc mask and rotations use the box centre
+``((L - 1) / 2, (L - 1) / 2)`` (:func:`spiral_cnn.geometry.pixel_centres`). For even ``L`` the
+two differ by half a pixel in x and y, so every projection is shifted by
+:func:`aspire_centre_offset` (a band-limited Fourier shift, applied by ASPIRE's ``offsets``
+before the noise) and the particles sit on the rotation centre the networks and the metrics use.
 
 SNR convention (ASPIRE's, ``Simulation.true_snr``): ``SNR = P_signal / sigma_noise**2`` with
 ``P_signal`` the mean of ``clean**2`` over the disc pixels of all clean images and
@@ -33,6 +40,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ablation_paths._optional import require
 from spiral_cnn.geometry import disc_mask
 
 NOISE_MODELS = ("gaussian", "poisson", "none")
@@ -51,8 +59,11 @@ class SimConfig:
         atoms: number of Gaussian atoms in the density (``AsymmetricVolume`` ``K``).
         pixel_size: angstrom per pixel, written to the MRC header.
         seed: seeds the density, orientations and noise.
-        volume_seed: seeds only the density; ``None`` uses ``seed``. Use the same value for train
-            and test stacks to image the *same* molecule in new orientations and noise.
+        volume_seed: seeds only the densities; ``None`` uses ``seed``. Use the same value for
+            train and test stacks to image the *same* molecules in new orientations and noise,
+            and different values to test on molecules the model has never seen.
+        volumes: number of distinct molecules (``AsymmetricVolume`` ``C``); each image shows one,
+            drawn uniformly at random.
     """
 
     n: int = 1024
@@ -64,6 +75,7 @@ class SimConfig:
     pixel_size: float = 1.0
     seed: int = 0
     volume_seed: int | None = None
+    volumes: int = 1
 
     def __post_init__(self) -> None:
         if self.noise not in NOISE_MODELS:
@@ -72,6 +84,14 @@ class SimConfig:
             raise ValueError(f"need n >= 1 and size >= 8, got n={self.n}, size={self.size}")
         if not (self.snr > 0 and np.isfinite(self.snr)):
             raise ValueError(f"snr must be positive and finite, got {self.snr}")
+        if self.atoms < 1:
+            raise ValueError(f"atoms must be >= 1, got {self.atoms}")
+        if not (self.pixel_size > 0 and np.isfinite(self.pixel_size)):
+            raise ValueError(f"pixel_size must be positive and finite, got {self.pixel_size}")
+        if self.volumes < 1:
+            raise ValueError(f"volumes must be >= 1, got {self.volumes}")
+        if self.seed < 0 or (self.volume_seed is not None and self.volume_seed < 0):
+            raise ValueError("seed and volume_seed must be non-negative")
 
 
 @dataclass
@@ -82,13 +102,25 @@ class ParticleStack:
         clean: ``(n, L, L)`` float32 noiseless projections (after CTF if any).
         noisy: ``(n, L, L)`` float32 observed images.
         angles: ``(n, 3)`` float64 ZYZ Euler angles (radians) of the projections.
+        molecule: ``(n,)`` int64 index of the molecule (``0 .. volumes - 1``) each image shows.
         meta: provenance (configuration, measured SNR, library versions).
     """
 
     clean: NDArray[np.float32]
     noisy: NDArray[np.float32]
     angles: NDArray[np.float64]
+    molecule: NDArray[np.int64]
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+def aspire_centre_offset(size: int) -> float:
+    """Shift (pixels, ASPIRE ``offsets`` sign) that moves ASPIRE's origin to the box centre.
+
+    ASPIRE's origin is pixel ``size // 2``; ours is ``(size - 1) / 2``. ASPIRE *subtracts* the
+    offsets from the image content's position, so the offset is ``size // 2 - (size - 1) / 2``:
+    ``0.5`` for even ``size`` and ``0`` for odd ``size``.
+    """
+    return size // 2 - (size - 1) / 2.0
 
 
 def measured_snr(clean: NDArray[np.floating[Any]], noisy: NDArray[np.floating[Any]]) -> float:
@@ -120,14 +152,16 @@ def _aspire_env() -> None:
 def simulate(cfg: SimConfig) -> ParticleStack:
     """Simulate a particle stack with ASPIRE (see module docstring for the conventions)."""
     _aspire_env()
-    import aspire
+    aspire = require("aspire", extra="spiral-sim", purpose="simulating particle images")
     from aspire.noise import WhiteNoiseAdder
     from aspire.operators import RadialCTFFilter
     from aspire.source import Simulation
     from aspire.volume import AsymmetricVolume
 
     vseed = cfg.seed if cfg.volume_seed is None else cfg.volume_seed
-    vol = AsymmetricVolume(L=cfg.size, C=1, K=cfg.atoms, seed=vseed, dtype=np.float64).generate()
+    vol = AsymmetricVolume(
+        L=cfg.size, C=cfg.volumes, K=cfg.atoms, seed=vseed, dtype=np.float64
+    ).generate()
     filters = (
         [RadialCTFFilter(voltage=300, defocus=d) for d in np.linspace(1.0e4, 2.5e4, 5)]
         if cfg.ctf
@@ -142,7 +176,7 @@ def simulate(cfg: SimConfig) -> ParticleStack:
         L=cfg.size,
         n=cfg.n,
         vols=vol,
-        offsets=np.zeros((cfg.n, 2)),
+        offsets=np.full((cfg.n, 2), aspire_centre_offset(cfg.size)),
         amplitudes=np.ones(cfg.n),
         unique_filters=filters,
         seed=cfg.seed,
@@ -171,6 +205,8 @@ def simulate(cfg: SimConfig) -> ParticleStack:
     meta: dict[str, Any] = {
         "config": asdict(cfg),
         "snr_convention": "mean(clean^2 on disc) / noise variance (ASPIRE true_snr)",
+        "centre": "box centre ((L-1)/2, (L-1)/2); ASPIRE projections shifted by "
+        f"{aspire_centre_offset(cfg.size)} px",
         "aspire_version": getattr(aspire, "__version__", "unknown"),
     }
     if cfg.noise == "poisson":
@@ -182,5 +218,6 @@ def simulate(cfg: SimConfig) -> ParticleStack:
         clean=clean.astype(np.float32),
         noisy=noisy.astype(np.float32),
         angles=np.asarray(src.angles, dtype=np.float64),
+        molecule=np.asarray(src.states, dtype=np.int64) - 1,
         meta=meta,
     )

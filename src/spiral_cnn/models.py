@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ablation_paths._optional import require
 from spiral_cnn.geometry import SpiralSpec
 from spiral_cnn.layers import ImageToSpiral, SpiralConv, SpiralToImage
 
@@ -35,7 +36,7 @@ class ModelConfig:
 
     arch: str = "spiral"
     size: int = 32
-    channels: int = 16
+    channels: int = 12
     depth: int = 5
     kernel: int = 3
 
@@ -116,11 +117,10 @@ class SteerableDenoiser(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        try:
-            from e2cnn import gspaces
-            from e2cnn import nn as enn
-        except ImportError as exc:  # pragma: no cover - e2cnn is in the [spiral] extra
-            raise ImportError("arch 'steerable' needs e2cnn: pip install e2cnn") from exc
+        require("e2cnn", extra="steerable", purpose="arch 'steerable'")
+        from e2cnn import gspaces
+        from e2cnn import nn as enn
+
         self.cfg = cfg
         self._enn = enn
         g = gspaces.Rot2dOnR2(N=8)

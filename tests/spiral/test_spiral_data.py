@@ -78,25 +78,63 @@ def test_wiener_fit_recovers_shrinkage() -> None:
 
 
 @pytest.mark.slow
-def test_cli_end_to_end(tmp_path: Path) -> None:
+def test_cli_quickstart_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README quickstart (smaller n, size and network), in order, in an empty directory."""
     from spiral_cnn.cli import main
 
     d = tmp_path
-    assert main(["simulate", "--out", str(d / "tr"), "--n", "64", "--size", "16"]) == 0
+    sim = ["--size", "16", "--snr", "0.25"]
     assert (
-        main(["simulate", "--out", str(d / "te"), "--n", "32", "--size", "16", "--seed", "1"]) == 0
+        main(
+            ["simulate", "--out", f"{d}/tr", "--n", "64", "--volumes", "3"]
+            + sim
+            + ["--volume-seed", "100"]
+        )
+        == 0
     )
-    args = ["train", "--data", str(d / "tr"), "--val", str(d / "te"), "--out", str(d / "run")]
-    args += ["--channels", "4", "--depth", "3", "--epochs", "1", "--quiet", "--eq-images", "8"]
-    assert main(args) == 0
+    assert (
+        main(
+            ["simulate", "--out", f"{d}/te", "--n", "32", "--volumes", "2", "--seed", "1"]
+            + sim
+            + ["--volume-seed", "300"]
+        )
+        == 0
+    )
+    meta = json.loads((d / "tr" / "meta.json").read_text())
+    assert sorted(set(meta["molecule"])) == [0, 1, 2]
+    args = ["train", "--data", f"{d}/tr", "--val", f"{d}/te", "--out", f"{d}/run"]
+    small = ["--channels", "4", "--depth", "3", "--quiet", "--eq-images", "8"]
+    assert main([*args, "--epochs", "1", *small]) == 0
     ck = torch.load(d / "run" / "checkpoint.pt", weights_only=True)
     assert ck["epoch"] == 1
     # Resume: a second call with more epochs continues from epoch 1.
-    assert main([*args[:-5], "--epochs", "2", "--quiet", "--eq-images", "8"]) == 0
+    assert main([*args, "--epochs", "2", *small]) == 0
     hist = json.loads((d / "run" / "history.json").read_text())["history"]
     assert [h["epoch"] for h in hist] == [0, 1, 2]
     out = d / "den.mrcs"
-    assert main(["denoise", str(d / "te" / "noisy.mrcs"), str(out), "--model", str(d / "run")]) == 0
+    capsys.readouterr()
+    assert main(["denoise", f"{d}/te/noisy.mrcs", str(out), "--model", f"{d}/run"]) == 0
     den, _, labels = read_stack(out)
     assert den.shape == (32, 16, 16) and any("denoise" in lab for lab in labels)
-    assert main(["denoise", str(d / "nope.mrcs"), str(out), "--model", str(d / "run")]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                f"{d}/run",
+                "--noisy",
+                f"{d}/te/noisy.mrcs",
+                "--clean",
+                f"{d}/te/clean.mrcs",
+                "--eq-images",
+                "8",
+            ]
+        )
+        == 0
+    )
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(res) == {"mse", "psnr", "frc05", "equivariance"}
+    # The evaluation of the best model equals the history's record of the best epoch.
+    best = min(hist, key=lambda h: h["mse"])
+    assert res["mse"] == pytest.approx(best["mse"], rel=1e-5)
+    assert main(["denoise", f"{d}/nope.mrcs", str(out), "--model", f"{d}/run"]) == 2
