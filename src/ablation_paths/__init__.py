@@ -12,6 +12,7 @@ The public surface::
 
 from ablation_paths.api import AblationPath, explain, explain_func
 from ablation_paths.diagnostics import AblationPathWarning
+from ablation_paths.many import explain_many
 from ablation_paths.mask_spaces import MaskSpace, mask_space_names, register_mask_space
 from ablation_paths.optimizer import AblationPathConfig
 from ablation_paths.paths import check_axioms, monotonize, project, saturation
@@ -32,6 +33,7 @@ __all__ = [
     "check_axioms",
     "explain",
     "explain_func",
+    "explain_many",
     "load",
     "monotonize",
     "project",
