@@ -336,6 +336,179 @@ def score_value_term(sign: float, target_probs: Tensor) -> float:
     return mean if sign > 0 else 1.0 - mean
 
 
+@dataclass(frozen=True)
+class _Problem:
+    """The fixed inputs of one :func:`optimize_paths` run.
+
+    ``weights``: the mask space's mass weights ``[*mask_shape]`` (``None``: plain mean);
+    ``w_flat``: the same normalised to sum 1 and flattened to ``[N]`` in the mask dtype.
+    """
+
+    classifier: ClassifierFn
+    space: MaskSpace
+    target: int
+    score: str
+    config: AblationPathConfig
+    weights: Tensor | None
+    w_flat: Tensor | None
+    progress: Callable[[int, dict[str, float], Tensor], None] | None
+
+
+@dataclass
+class _Run:
+    """The state of one :func:`optimize_paths` run, updated every iteration.
+
+    ``paths``: the current valid paths ``[P, T, *mask_shape]``; ``steps``: one step size per
+    path (Algorithm 2, line 9); the timings are in seconds.
+    """
+
+    paths: Tensor
+    steps: list[float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    iterations: int = 0
+    stopped: str = "max_iterations"
+    converged: bool = False
+    classifier_seconds: float = 0.0
+    other_seconds: float = 0.0
+
+    def result(self) -> OptimizationResult:
+        """The run as an :class:`OptimizationResult` (paths detached)."""
+        return OptimizationResult(
+            paths=self.paths.detach(),
+            iterations=self.iterations,
+            converged=self.converged,
+            stopped=self.stopped,
+            history=self.history,
+            classifier_seconds=self.classifier_seconds,
+            other_seconds=self.other_seconds,
+        )
+
+
+def _ascent_direction(
+    grad: Tensor, n_p: int, t_count: int, w_flat: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """The mass-preserving ascent direction and its size.
+
+    Removes each time slice's (weighted) spatial mean from ``grad`` ``[P, T, *mask_shape]``.
+    Returns the direction ``[P, T, N]`` (``N`` features) and its L-infinity norm per path
+    ``[P, 1, 1]``. Raises ``ValueError`` if the gradient is not finite.
+    """
+    flat = grad.reshape(n_p, t_count, -1)
+    if w_flat is None:
+        flat = flat - flat.mean(dim=2, keepdim=True)
+    else:
+        flat = flat - (flat @ w_flat).unsqueeze(2)
+    norm = flat.abs().amax(dim=(1, 2), keepdim=True)
+    if not bool(torch.isfinite(norm).all()):
+        raise ValueError("the score's gradient contains NaN or infinite values")
+    return flat, norm
+
+
+def _is_stationary(norm: Tensor, grad: Tensor, iteration: int) -> bool:
+    """Whether no mass-preserving direction is left (all direction norms ``norm`` are zero).
+
+    That happens e.g. for a single feature, whose only constant-speed path is the affine one.
+    Raises ``ValueError`` if the raw gradient ``grad`` is exactly zero at iteration 0: the model
+    does not see the ablation at all.
+    """
+    if not bool((norm == 0).all()):
+        return False
+    if iteration == 0 and bool((grad == 0).all()):
+        raise ValueError(
+            "the score's gradient is exactly zero on the affine start path: the "
+            "model's output does not change between the image and the baseline"
+        )
+    return True
+
+
+def _take_step(
+    paths: Tensor, flat: Tensor, norm: Tensor, steps: list[float], prob: _Problem, iteration: int
+) -> Tensor:
+    """One projected step (Algorithm 2, lines 10-15) from ``paths`` ``[P, T, *mask_shape]``.
+
+    Scales the direction ``flat`` ``[P, T, N]`` to L-infinity norm ``steps[p]`` per path, then
+    regularises (eq. 2.24), saturates (eq. 2.26, ramped in over ``saturation_ramp``
+    iterations), pinches a straddling pair (eq. 2.27) and projects onto the axioms. Returns the
+    new valid paths, same shape as ``paths``.
+    """
+    cfg, space = prob.config, prob.space
+    n_p, t_count = paths.shape[0], cfg.n_steps
+    h = torch.tensor(steps, dtype=flat.dtype, device=flat.device).view(n_p, 1, 1)
+    step = flat * (h / torch.where(norm > 0, norm, 1.0))
+    new = (paths.reshape(n_p, t_count, -1) + step).reshape(paths.shape)
+    new = space.regularize(new.reshape(n_p * t_count, *space.mask_shape))
+    new = new.reshape(paths.shape)
+    if cfg.saturation > 0:
+        ramp = 1.0 if cfg.saturation_ramp <= 0 else min(1.0, (iteration + 1) / cfg.saturation_ramp)
+        new = saturate(new, cfg.saturation * ramp)
+    if n_p == 2 and cfg.pinch > 0:
+        new = torch.stack([new[0], pinch(new[0], new[1], cfg.pinch)])
+    return torch.stack(
+        [
+            project(p, prob.weights, monotonize_method=cfg.monotonize, check_finite=False)
+            for p in new
+        ]
+    )
+
+
+def _adapt_steps(steps: list[float], paths: Tensor, old_paths: Tensor, step_size: float) -> None:
+    """Adapt the per-path step sizes in place (Algorithm 2, line 9).
+
+    The step actually performed (``paths - old_paths`` after regularisation, saturation,
+    pinching and projection, L-infinity per path) differs from the intended ``step_size``; the
+    next step is scaled by ``sqrt(step_size / actual)``, within ``STEP_RANGE * step_size``.
+    """
+    min_step, max_step = step_size * STEP_RANGE[0], step_size * STEP_RANGE[1]
+    actual = (paths - old_paths).abs().reshape(len(steps), -1).amax(dim=1)
+    for i in range(len(steps)):
+        a = float(actual[i])
+        if a > 0:
+            factor = math.sqrt(step_size / a)
+            steps[i] = min(max_step, max(min_step, steps[i] * factor))
+
+
+def _iterate(run: _Run, iteration: int, prob: _Problem) -> bool:
+    """One iteration of Algorithm 2 on ``run`` (updated in place); ``True``: stop the loop."""
+    cfg = prob.config
+    device = prob.space.target.device
+    _sync(device)
+    t0 = time.perf_counter()
+    sg = score_gradient(
+        prob.classifier, prob.space, run.paths, prob.target, prob.score, cfg.batch_size
+    )
+    _sync(device)
+    t1 = time.perf_counter()
+    run.classifier_seconds += t1 - t0
+    n_p = run.paths.shape[0]
+    flat, norm = _ascent_direction(sg.grad, n_p, cfg.n_steps, prob.w_flat)
+    if _is_stationary(norm, sg.grad, iteration):
+        run.stopped = "stationary"
+        return True
+    used = max(run.steps)
+    old_paths = run.paths
+    run.paths = _take_step(run.paths, flat, norm, run.steps, prob, iteration)
+    if cfg.adapt_step:
+        _adapt_steps(run.steps, run.paths, old_paths, cfg.step_size)
+    sat = sum(saturation(p, prob.weights) for p in run.paths) / n_p
+    run.iterations = iteration + 1
+    _sync(device)
+    run.other_seconds += time.perf_counter() - t1
+    stats = {
+        "iteration": float(run.iterations),
+        "path_score": sg.value,
+        "saturation": sat,
+        "step_size": used,
+    }
+    run.history.append(stats)
+    if prob.progress is not None:
+        prob.progress(run.iterations, stats, run.paths)
+    if sat >= cfg.stop_saturation and run.iterations >= cfg.min_iterations:
+        run.converged = True
+        run.stopped = "saturated"
+        return True
+    return False
+
+
 def optimize_paths(
     classifier: ClassifierFn,
     space: MaskSpace,
@@ -365,104 +538,20 @@ def optimize_paths(
     """
     cfg = config or AblationPathConfig()
     n_p = n_paths(score)
-    t_count = cfg.n_steps
-    device = space.target.device
-    dtype = space.target.dtype
     weights = space.weights()
+    dtype = space.target.dtype
     w_flat = None if weights is None else (weights / weights.sum()).reshape(-1).to(dtype)
-    paths = affine_path(t_count, space.mask_shape, dtype=dtype, device=device)
+    paths = affine_path(cfg.n_steps, space.mask_shape, dtype=dtype, device=space.target.device)
     paths = paths.unsqueeze(0).repeat(n_p, *([1] * (paths.dim())))
-    history: list[dict[str, float]] = []
-    t_classifier = 0.0
-    t_other = 0.0
-    iterations = 0
-    stopped = "max_iterations"
-    converged = False
-    steps = [cfg.step_size] * n_p  # one step size per path (Algorithm 2, line 9)
-    min_step, max_step = cfg.step_size * STEP_RANGE[0], cfg.step_size * STEP_RANGE[1]
+    prob = _Problem(classifier, space, target, score, cfg, weights, w_flat, progress)
+    run = _Run(paths=paths, steps=[cfg.step_size] * n_p)
     try:
         for it in range(cfg.max_iterations):
-            _sync(device)
-            t0 = time.perf_counter()
-            sg = score_gradient(classifier, space, paths, target, score, cfg.batch_size)
-            _sync(device)
-            t1 = time.perf_counter()
-            t_classifier += t1 - t0
-            current_score = sg.value
-            flat = sg.grad.reshape(n_p, t_count, -1)
-            if w_flat is None:
-                flat = flat - flat.mean(dim=2, keepdim=True)
-            else:
-                flat = flat - (flat @ w_flat).unsqueeze(2)
-            norm = flat.abs().amax(dim=(1, 2), keepdim=True)
-            if not bool(torch.isfinite(norm).all()):
-                raise ValueError("the score's gradient contains NaN or infinite values")
-            if bool((norm == 0).all()):
-                if it == 0 and bool((sg.grad == 0).all()):
-                    raise ValueError(
-                        "the score's gradient is exactly zero on the affine start path: the "
-                        "model's output does not change between the image and the baseline"
-                    )
-                # No mass-preserving direction left (e.g. a single feature, whose only
-                # constant-speed path is the affine one): the path is stationary.
-                stopped = "stationary"
-                break
-            used = max(steps)
-            h = torch.tensor(steps, dtype=flat.dtype, device=flat.device).view(n_p, 1, 1)
-            step = flat * (h / torch.where(norm > 0, norm, 1.0))
-            new = (paths.reshape(n_p, t_count, -1) + step).reshape(paths.shape)
-            new = space.regularize(new.reshape(n_p * t_count, *space.mask_shape))
-            new = new.reshape(paths.shape)
-            if cfg.saturation > 0:
-                ramp = 1.0 if cfg.saturation_ramp <= 0 else min(1.0, (it + 1) / cfg.saturation_ramp)
-                new = saturate(new, cfg.saturation * ramp)
-            if n_p == 2 and cfg.pinch > 0:
-                new = torch.stack([new[0], pinch(new[0], new[1], cfg.pinch)])
-            old_paths = paths
-            paths = torch.stack(
-                [
-                    project(p, weights, monotonize_method=cfg.monotonize, check_finite=False)
-                    for p in new
-                ]
-            )
-            if cfg.adapt_step:
-                # Algorithm 2, line 9: the step actually performed (after regularisation,
-                # saturation, pinching and projection) differs from the intended one; scale the
-                # next step by sqrt(intended / actual), within [step_size / 4, 2 step_size].
-                actual = (paths - old_paths).abs().reshape(n_p, -1).amax(dim=1)
-                for i in range(n_p):
-                    a = float(actual[i])
-                    if a > 0:
-                        factor = math.sqrt(cfg.step_size / a)
-                        steps[i] = min(max_step, max(min_step, steps[i] * factor))
-            sat = sum(saturation(p, weights) for p in paths) / n_p
-            iterations = it + 1
-            _sync(device)
-            t_other += time.perf_counter() - t1
-            stats = {
-                "iteration": float(iterations),
-                "path_score": current_score,
-                "saturation": sat,
-                "step_size": used,
-            }
-            history.append(stats)
-            if progress is not None:
-                progress(iterations, stats, paths)
-            if sat >= cfg.stop_saturation and iterations >= cfg.min_iterations:
-                converged = True
-                stopped = "saturated"
+            if _iterate(run, it, prob):
                 break
     except KeyboardInterrupt:
-        stopped = "interrupted"
-    return OptimizationResult(
-        paths=paths.detach(),
-        iterations=iterations,
-        converged=converged,
-        stopped=stopped,
-        history=history,
-        classifier_seconds=t_classifier,
-        other_seconds=t_other,
-    )
+        run.stopped = "interrupted"
+    return run.result()
 
 
 def regularization_sigma(config: AblationPathConfig, mask_shape: tuple[int, ...]) -> float:

@@ -496,6 +496,132 @@ def _fit_wiener(model: Denoiser, noisy: torch.Tensor, clean: torch.Tensor) -> No
     model.net.fit(model.normalise(noisy), ((clean - norm.offset) / norm.scale) * m)
 
 
+@dataclass
+class _Session:
+    """One :func:`train` call: the model, its validation data, where it writes, its progress.
+
+    ``fixed``: the checkpoint fields that never change (configuration, normalisation, format);
+    ``history``: one record per evaluation; ``stop``: the early-stopping state.
+    """
+
+    cfg: TrainConfig
+    model: Denoiser
+    out: Path
+    say: Callable[[str], None]
+    val_noisy: torch.Tensor
+    val_clean: torch.Tensor
+    fixed: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stop: _Stopper = field(default_factory=_Stopper)
+
+    def write_history(self) -> None:
+        """Write ``history.json`` (configuration, normalisation, history) in strict JSON."""
+        doc = {
+            "config": self.cfg.to_dict(),
+            "normalisation": self.fixed["normalisation"],
+            "history": self.history,
+        }
+        (self.out / HISTORY).write_text(strict_json(doc))
+
+    def evaluate(self) -> dict[str, float]:
+        """The validation metrics of the model now (see :func:`evaluate`)."""
+        cfg = self.cfg
+        return evaluate(self.model, self.val_noisy, self.val_clean, cfg.eq_images, cfg.eq_angles)
+
+
+def _fixed_fields(cfg: TrainConfig, model: Denoiser) -> dict[str, Any]:
+    """The checkpoint fields shared by ``checkpoint.pt`` and ``model.pt``."""
+    return {
+        "config": json.dumps(cfg.to_dict()),
+        "normalisation": asdict(model.normalisation),
+        "format": FORMAT,
+    }
+
+
+def _prepare(
+    s: _Session, train_noisy: torch.Tensor, train_clean: torch.Tensor, resume: bool
+) -> tuple[int, torch.optim.Optimizer | None]:
+    """Fit a Wiener filter in closed form, or make an Adam optimiser and resume if asked.
+
+    Returns the last epoch already trained (0 for a fresh run) and the optimiser (``None``:
+    no epochs to train).
+    """
+    cfg, model = s.cfg, s.model
+    device = torch.device(cfg.device)
+    ck_path = s.out / CHECKPOINT
+    start, opt = 0, None
+    if isinstance(model.net, WienerFilter):  # closed-form fit, no epochs
+        _fit_wiener(model, train_noisy.to(device), train_clean.to(device))
+        s.stop.stopped = "closed-form"
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        if resume and ck_path.exists():
+            start, s.history, s.stop = _resume(ck_path, cfg, model, opt)
+            s.say(f"resuming from epoch {start} (best epoch {s.stop.best_epoch})")
+            if s.stop.stopped == "early" and cfg.epochs > start:
+                s.say("that run had stopped early on a validation plateau; not training further")
+    return start, opt
+
+
+def _evaluate_epoch_zero(s: _Session) -> None:
+    """Record the untrained (or closed-form) model as epoch 0 and start early stopping there."""
+    s.history.append({"epoch": 0, "train_loss": None, **s.evaluate(), "seconds": 0.0})
+    s.stop.update(s.history[0]["mse"], 0, s.model, s.cfg)
+    s.stop.stale = 0
+    s.say(f"epoch 0: val mse {s.stop.best_mse:.4f} eq {s.history[0]['equivariance']:.4f}")
+
+
+def _bn_inputs(cfg: TrainConfig, model: Denoiser, train_noisy: torch.Tensor) -> torch.Tensor:
+    """Normalised ``(bn_images, 1, L, L)`` training inputs (a fixed random subset, on the
+    configured device) for the batch-norm recalibration after each epoch."""
+    bn_idx = torch.randperm(
+        train_noisy.shape[0], generator=torch.Generator().manual_seed(cfg.seed + 7)
+    )
+    return model.normalise(train_noisy[bn_idx[: cfg.bn_images]].to(torch.device(cfg.device)))
+
+
+def _run_epoch(
+    s: _Session,
+    opt: torch.optim.Optimizer,
+    epoch: int,
+    train_noisy: torch.Tensor,
+    train_clean: torch.Tensor,
+    bn_inputs: torch.Tensor,
+    progress: bool,
+) -> None:
+    """Train epoch ``epoch``, recalibrate batch norm, evaluate, checkpoint and report."""
+    cfg, model, stop = s.cfg, s.model, s.stop
+    t0 = time.perf_counter()
+    loss = _train_epoch(model, opt, cfg, train_noisy, train_clean, epoch, progress)
+    recalibrate_batchnorm(model.net, bn_inputs, cfg.batch_size)
+    rec: dict[str, Any] = {"epoch": epoch, "train_loss": loss, **s.evaluate()}
+    rec["seconds"] = time.perf_counter() - t0
+    s.history.append(rec)
+    stop.update(rec["mse"], epoch, model, cfg)
+    state = {"model": model.state_dict(), "optim": opt.state_dict(), "epoch": epoch}
+    _save_atomic(
+        {**state, "history": json.dumps(s.history), **s.fixed, **stop.to_checkpoint()},
+        s.out / CHECKPOINT,
+    )
+    s.write_history()
+    s.say(
+        f"{cfg.model.arch} epoch {epoch}: train {loss:.4f} val mse {rec['mse']:.4f} "
+        f"psnr {rec['psnr']:.2f} eq {rec['equivariance']:.4f} ({rec['seconds']:.0f}s)"
+        + (f"; stopping, no gain for {stop.stale} epochs" if stop.stopped else "")
+    )
+
+
+def _finish(s: _Session, n_par: int) -> None:
+    """Close the history, restore the best weights and write ``model.pt`` and the history."""
+    stop = s.stop
+    s.history[-1].update(best_epoch=stop.best_epoch, stopped=stop.stopped or "max")
+    if stop.best_state is not None:  # the last weights stay in checkpoint.pt
+        s.model.load_state_dict(stop.best_state)
+    best = {"n_params": n_par, "best_epoch": stop.best_epoch}
+    _save_atomic({"model": s.model.state_dict(), **s.fixed, **best}, s.out / MODEL)
+    s.write_history()
+
+
 def train(
     cfg: TrainConfig,
     train_noisy: torch.Tensor,
@@ -538,72 +664,21 @@ def train(
     torch.manual_seed(cfg.seed)
     model = _build(cfg, Normalisation.fit(train_noisy)).to(device)
     n_par = count_parameters(model)
-    fixed = {
-        "config": json.dumps(cfg.to_dict()),
-        "normalisation": asdict(model.normalisation),
-        "format": FORMAT,
-    }
-    history: list[dict[str, Any]] = []
-
-    def write_history() -> None:
-        doc = {"config": cfg.to_dict(), "normalisation": fixed["normalisation"], "history": history}
-        (out / HISTORY).write_text(strict_json(doc))
-
-    def ev() -> dict[str, float]:
-        return evaluate(model, val_noisy, val_clean, cfg.eq_images, cfg.eq_angles)
-
+    s = _Session(cfg, model, out, say, val_noisy, val_clean, _fixed_fields(cfg, model))
     say(
         f"{cfg.model.arch}: {train_noisy.shape[0]} training / {val_noisy.shape[0]} validation "
         f"images, {n_par} parameters, up to {cfg.epochs} epochs; evaluating epoch 0"
     )
-    stop, start, ck_path = _Stopper(), 0, out / CHECKPOINT
-    opt = None
-    if isinstance(model.net, WienerFilter):  # closed-form fit, no epochs
-        _fit_wiener(model, train_noisy.to(device), train_clean.to(device))
-        stop.stopped = "closed-form"
-    else:
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        if resume and ck_path.exists():
-            start, history, stop = _resume(ck_path, cfg, model, opt)
-            say(f"resuming from epoch {start} (best epoch {stop.best_epoch})")
-            if stop.stopped == "early" and cfg.epochs > start:
-                say("that run had stopped early on a validation plateau; not training further")
-    if start == 0 and not history:
-        history.append({"epoch": 0, "train_loss": None, **ev(), "seconds": 0.0})
-        stop.update(history[0]["mse"], 0, model, cfg)
-        stop.stale = 0
-        say(f"epoch 0: val mse {stop.best_mse:.4f} eq {history[0]['equivariance']:.4f}")
-    bn_idx = torch.randperm(
-        train_noisy.shape[0], generator=torch.Generator().manual_seed(cfg.seed + 7)
-    )
-    bn_inputs = model.normalise(train_noisy[bn_idx[: cfg.bn_images]].to(device))
+    start, opt = _prepare(s, train_noisy, train_clean, resume)
+    if start == 0 and not s.history:
+        _evaluate_epoch_zero(s)
+    bn_inputs = _bn_inputs(cfg, model, train_noisy)
     epoch = start
-    while opt is not None and not stop.stopped and epoch < cfg.epochs:
+    while opt is not None and not s.stop.stopped and epoch < cfg.epochs:
         epoch += 1
-        t0 = time.perf_counter()
-        loss = _train_epoch(model, opt, cfg, train_noisy, train_clean, epoch, progress)
-        recalibrate_batchnorm(model.net, bn_inputs, cfg.batch_size)
-        rec: dict[str, Any] = {"epoch": epoch, "train_loss": loss, **ev()}
-        rec["seconds"] = time.perf_counter() - t0
-        history.append(rec)
-        stop.update(rec["mse"], epoch, model, cfg)
-        state = {"model": model.state_dict(), "optim": opt.state_dict(), "epoch": epoch}
-        _save_atomic(
-            {**state, "history": json.dumps(history), **fixed, **stop.to_checkpoint()}, ck_path
-        )
-        write_history()
-        say(
-            f"{cfg.model.arch} epoch {epoch}: train {loss:.4f} val mse {rec['mse']:.4f} "
-            f"psnr {rec['psnr']:.2f} eq {rec['equivariance']:.4f} ({rec['seconds']:.0f}s)"
-            + (f"; stopping, no gain for {stop.stale} epochs" if stop.stopped else "")
-        )
-    history[-1].update(best_epoch=stop.best_epoch, stopped=stop.stopped or "max")
-    if stop.best_state is not None:  # the last weights stay in checkpoint.pt
-        model.load_state_dict(stop.best_state)
-    best = {"n_params": n_par, "best_epoch": stop.best_epoch}
-    _save_atomic({"model": model.state_dict(), **fixed, **best}, out / MODEL)
-    write_history()
-    return history
+        _run_epoch(s, opt, epoch, train_noisy, train_clean, bn_inputs, progress)
+    _finish(s, n_par)
+    return s.history
 
 
 def full_equivariance(

@@ -25,6 +25,7 @@ from ablation_paths.sift.heatmaps import layer_weights, local_contrast, voronoi_
 from ablation_paths.sift.keypoints import Keypoints, default_keypoint, detect_keypoints, luma
 from ablation_paths.sift.scale_space import (
     Layer,
+    Level,
     ScaleSpace,
     detection_space,
     resample,
@@ -356,6 +357,32 @@ def find_keypoints(image: Tensor, params: SiftParams | None = None, **overrides)
     return kp if len(kp) else default_keypoint(det)
 
 
+def _sparse_level(lv: Level, m: sp.csr_matrix, channels: int, x: Tensor) -> SparseLevel:
+    """The decoder matrix ``m`` ``[channels * h * w, K]`` of level ``lv`` as a
+    :class:`SparseLevel` on the dtype and device of the image ``x``."""
+    return SparseLevel(
+        factor=lv.factor,
+        size=lv.size,
+        channels=channels,
+        matrix=to_torch_csr(m, x.dtype, x.device),
+        matrix_t=to_torch_csr(m.T, x.dtype, x.device),
+    )
+
+
+def _field_norm(
+    field_levels: list[SparseLevel], k: int, x: Tensor, size: tuple[int, int], field_weights: str
+) -> Tensor:
+    """``[H, W]`` divisor of the Voronoi heatmap: the field of all-ones values of the ``k``
+    keypoints (eq. 4.46-4.47), or its mean for ``field_weights="local_energy"`` (a density: only
+    its overall scale is removed), kept positive; on ``x``'s dtype and device."""
+    with torch.no_grad():
+        ones = torch.ones(1, k, dtype=x.dtype, device=x.device)
+        norm = voronoi_field(field_levels, ones, size)[0]
+        if field_weights == "local_energy":
+            norm = norm.mean().expand_as(norm)
+        return norm.clamp_min(float(norm.max()) * 1e-6 + torch.finfo(x.dtype).tiny)
+
+
 def decompose(image: Tensor, params: SiftParams | None = None, **overrides) -> SiftDecomposition:
     """SIFT feature decomposition of one image (encoder ``E_SIFT``, eq. 4.10; decoder eq. 4.41).
 
@@ -400,33 +427,14 @@ def decompose(image: Tensor, params: SiftParams | None = None, **overrides) -> S
             cells.append(chi.astype(np_dtype))  # float32 storage for float32 images
         if li == len(space.levels) - 1:  # the low-pass residual is the last layer
             zr = _residual_matrix(space, cells[-1])
-            residual = SparseLevel(
-                factor=lv.factor,
-                size=lv.size,
-                channels=x.shape[0],
-                matrix=to_torch_csr(zr, x.dtype, x.device),
-                matrix_t=to_torch_csr(zr.T, x.dtype, x.device),
-            )
+            residual = _sparse_level(lv, zr, x.shape[0], x)
         stacked = sp.vstack(cells, format="csr")  # [L*hw, K]
         cells.clear()  # the stacked copy is all that is needed: peak memory ~ one level's cells
         z, v = _level_matrices(space, li, stacked, field_weights, np_dtype)
         del stacked
-        for mats, m, c in ((levels, z, x.shape[0]), (field_levels, v, 1)):
-            mats.append(
-                SparseLevel(
-                    factor=lv.factor,
-                    size=lv.size,
-                    channels=c,
-                    matrix=to_torch_csr(m, x.dtype, x.device),
-                    matrix_t=to_torch_csr(m.T, x.dtype, x.device),
-                )
-            )
-    with torch.no_grad():  # the field of all-ones values (eq. 4.46-4.47)
-        ones = torch.ones(1, k, dtype=x.dtype, device=x.device)
-        norm = voronoi_field(field_levels, ones, (hh, ww))[0]
-        if p.field_weights == "local_energy":  # a density: only its overall scale is removed
-            norm = norm.mean().expand_as(norm)
-        norm = norm.clamp_min(float(norm.max()) * 1e-6 + torch.finfo(x.dtype).tiny)
+        levels.append(_sparse_level(lv, z, x.shape[0], x))
+        field_levels.append(_sparse_level(lv, v, 1, x))
+    norm = _field_norm(field_levels, k, x, (hh, ww), p.field_weights)
     return SiftDecomposition(
         image=x.detach(),
         params=p,

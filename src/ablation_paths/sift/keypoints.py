@@ -15,7 +15,7 @@ has exactly that layer's sigma.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -97,6 +97,212 @@ def _derivatives(cube: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return g, hess
 
 
+@dataclass
+class _Stacks:
+    """Lazily built, cached :func:`_stack` of the greyscale DoG layers ``grey`` of ``space``."""
+
+    space: ScaleSpace
+    grey: list[Tensor]
+    cache: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def __call__(self, layer: int) -> np.ndarray:
+        """``[3, h, w]`` float64 stack of layers ``layer - 1, layer, layer + 1``."""
+        if layer not in self.cache:
+            self.cache[layer] = _stack(self.space, self.grey, layer)
+        return self.cache[layer]
+
+
+@dataclass
+class _Candidates:
+    """``n`` extremum candidates during Brown-Lowe refinement (all numpy arrays, updated in place).
+
+    ``lay``, ``ys``, ``xs``: ``[n]`` int DoG layer and pixel position on that layer's level;
+    ``active``: not lost; ``done``: converged; ``offset`` ``[n, 3]``: the last quadratic fit's
+    offset in (x, y, s); ``value`` ``[n]``: the DoG value at the candidate; ``grad`` ``[n, 3]``
+    and ``hess`` ``[n, 3, 3]``: derivatives there.
+    """
+
+    lay: np.ndarray
+    ys: np.ndarray
+    xs: np.ndarray
+    active: np.ndarray
+    done: np.ndarray
+    offset: np.ndarray
+    value: np.ndarray
+    grad: np.ndarray
+    hess: np.ndarray
+
+    @classmethod
+    def start(cls, lay: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> _Candidates:
+        """Candidates at ``(lay, ys, xs)``, all active, none converged, no fit yet."""
+        n = lay.shape[0]
+        return cls(
+            lay=lay,
+            ys=ys,
+            xs=xs,
+            active=np.ones(n, dtype=bool),
+            done=np.zeros(n, dtype=bool),
+            offset=np.zeros((n, 3)),
+            value=np.zeros(n),
+            grad=np.zeros((n, 3)),
+            hess=np.zeros((n, 3, 3)),
+        )
+
+
+def _layer_extrema(st: np.ndarray, border: int, pre: float) -> tuple[Tensor, Tensor] | None:
+    """Rows and columns of the 3x3x3 extrema of the middle layer of ``st`` ``[3, h, w]``.
+
+    An extremum needs ``|D| > pre`` and at least ``border`` pixels to the edge; ``None`` if the
+    level is too small to have such pixels.
+    """
+    st_t = torch.from_numpy(st)
+    h, w = st_t.shape[-2:]
+    if h <= 2 * border or w <= 2 * border:
+        return None
+    mx = F.max_pool2d(st_t[:, None], 3, 1, 1).amax(0)[0]
+    mn = -F.max_pool2d(-st_t[:, None], 3, 1, 1).amax(0)[0]
+    c = st_t[1]
+    is_ext = ((c >= mx) & (c > pre)) | ((c <= mn) & (c < -pre))
+    is_ext[:border] = False
+    is_ext[h - border :] = False
+    is_ext[:, :border] = False
+    is_ext[:, w - border :] = False
+    yy, xx = torch.nonzero(is_ext, as_tuple=True)
+    return yy, xx
+
+
+def _find_candidates(stacks: _Stacks, layers: range, border: int, pre: float) -> _Candidates | None:
+    """DoG extrema on the candidate ``layers`` as :class:`_Candidates`; ``None`` if none."""
+    cand_l, cand_y, cand_x = [], [], []
+    for j in layers:
+        found = _layer_extrema(stacks(j), border, pre)
+        if found is None:
+            continue
+        yy, xx = found
+        cand_l.append(np.full(yy.numel(), j))
+        cand_y.append(yy.numpy())
+        cand_x.append(xx.numpy())
+    if not cand_l:
+        return None
+    lay = np.concatenate(cand_l)
+    ys = np.concatenate(cand_y).astype(np.int64)
+    xs = np.concatenate(cand_x).astype(np.int64)
+    return _Candidates.start(lay, ys, xs)
+
+
+def _fit(c: _Candidates, todo: np.ndarray, stacks: _Stacks) -> None:
+    """Quadratic (Taylor) fit at candidates ``todo``: store derivatives, value and offset.
+
+    A singular Hessian gives an infinite offset (the candidate is then lost).
+    """
+    offs = np.arange(-1, 2)
+    for j in np.unique(c.lay[todo]):
+        sel = todo[c.lay[todo] == j]
+        st = stacks(int(j))
+        cube = st[
+            :,
+            c.ys[sel][:, None, None] + offs[None, :, None],
+            c.xs[sel][:, None, None] + offs[None, None, :],
+        ].transpose(1, 0, 2, 3)
+        g, hm = _derivatives(cube)
+        try:
+            off = -np.linalg.solve(hm, g[..., None])[..., 0]
+        except np.linalg.LinAlgError:
+            det = np.linalg.det(hm)
+            ok = np.abs(det) > 1e-300
+            off = np.full_like(g, np.inf)
+            off[ok] = -np.linalg.solve(hm[ok], g[ok][..., None])[..., 0]
+        c.grad[sel], c.hess[sel], c.offset[sel], c.value[sel] = g, hm, off, cube[:, 1, 1, 1]
+
+
+def _settle(c: _Candidates, todo: np.ndarray) -> np.ndarray:
+    """Mark candidates ``todo`` converged (offset below half a step) or lost (non-finite offset).
+
+    Returns the indices of the others, which must move.
+    """
+    o = c.offset[todo]
+    finite = np.isfinite(o).all(1)
+    conv = finite & (np.abs(o) < 0.5).all(1)
+    c.done[todo[conv]] = True
+    move = todo[finite & ~conv]
+    c.active[todo[~finite]] = False
+    return move
+
+
+def _move(c: _Candidates, move: np.ndarray, space: ScaleSpace, layers: range, border: int) -> None:
+    """Move candidates ``move`` by their rounded offsets, possibly to another layer's grid.
+
+    Candidates that leave the candidate ``layers``, come within ``border`` pixels of the edge or
+    have absurd offsets are lost.
+    """
+    hh, ww = space.image_size
+    step = np.round(c.offset[move]).astype(np.int64)
+    too_far = (np.abs(c.offset[move]) > 1e6).any(1)
+    new_l = c.lay[move] + np.where(too_far, 0, step[:, 2])
+    # positions in original pixels, then in the (possibly different) new layer's grid
+    fx = np.empty(move.size)
+    fy = np.empty(move.size)
+    for k, m in enumerate(move):
+        sz = space.level_of(int(c.lay[m])).size
+        fx[k] = (c.xs[m] + step[k, 0] + 0.5) * (ww / sz[1]) - 0.5
+        fy[k] = (c.ys[m] + step[k, 1] + 0.5) * (hh / sz[0]) - 0.5
+    ok = (~too_far) & (new_l >= layers[0]) & (new_l <= layers[-1])
+    for k, m in enumerate(move):
+        if not ok[k]:
+            c.active[m] = False
+            continue
+        sz = space.level_of(int(new_l[k])).size
+        nx = int(round((fx[k] + 0.5) * (sz[1] / ww) - 0.5))
+        ny = int(round((fy[k] + 0.5) * (sz[0] / hh) - 0.5))
+        if not (border <= nx < sz[1] - border and border <= ny < sz[0] - border):
+            c.active[m] = False
+            continue
+        c.lay[m], c.xs[m], c.ys[m] = new_l[k], nx, ny
+
+
+def _refine(
+    c: _Candidates, stacks: _Stacks, layers: range, border: int, max_iterations: int
+) -> None:
+    """Brown-Lowe relocation: up to ``max_iterations`` rounds of fit, settle and move."""
+    for _ in range(max_iterations):
+        todo = np.nonzero(c.active & ~c.done)[0]
+        if todo.size == 0:
+            break
+        _fit(c, todo, stacks)
+        move = _settle(c, todo)
+        if move.size:
+            _move(c, move, stacks.space, layers, border)
+
+
+def _accept(
+    c: _Candidates, space: ScaleSpace, contrast_threshold: float, edge_threshold: float
+) -> Keypoints:
+    """Keypoints of the converged candidates passing the contrast and edge tests.
+
+    Positions and sigmas in original pixels, sorted by decreasing ``|response|`` (not merged).
+    """
+    rho = space.scales_per_octave
+    hh, ww = space.image_size
+    keep = c.done & c.active
+    o, g, hm = c.offset[keep], c.grad[keep], c.hess[keep]
+    contrast = c.value[keep] + 0.5 * (g * o).sum(1)
+    tr = hm[:, 0, 0] + hm[:, 1, 1]
+    det = hm[:, 0, 0] * hm[:, 1, 1] - hm[:, 0, 1] ** 2
+    r = edge_threshold
+    strong = np.abs(contrast) * rho >= contrast_threshold
+    good = strong & (det > 0) & (tr * tr * r < (r + 1) ** 2 * det)
+    idx = np.nonzero(keep)[0][good]
+    o, contrast = o[good], contrast[good]
+    sizes = np.array([space.level_of(int(j)).size for j in c.lay[idx]]).reshape(-1, 2)
+    x = (c.xs[idx] + o[:, 0] + 0.5) * (ww / sizes[:, 1]) - 0.5
+    y = (c.ys[idx] + o[:, 1] + 0.5) * (hh / sizes[:, 0]) - 0.5
+    # layer j (DoG band between sigma_{j-1} and sigma_j) has representative sigma
+    # sigma_min * 2**((j - 1 + 0.5) / rho); the refined scale moves along that log axis.
+    sigma = space.sigma_min * 2.0 ** ((c.lay[idx] - 0.5 + o[:, 2]) / rho)
+    order = np.argsort(-np.abs(contrast), kind="stable")
+    return Keypoints(x[order], y[order], sigma[order], contrast[order])
+
+
 def detect_keypoints(
     space: ScaleSpace,
     contrast_threshold: float = 0.04,
@@ -122,120 +328,15 @@ def detect_keypoints(
     decreasing ``|response|``; exact duplicates (converged to the same point) are merged.
     """
     rho = space.scales_per_octave
-    n_layers = len(space.layers)
-    grey = [luma(b) for b in space.bands]
-    first, last = 2, n_layers - 3  # candidate DoG layers (need DoG neighbours on both sides)
-    pre = 0.5 * contrast_threshold / rho
-    stacks: dict[int, np.ndarray] = {}
-
-    def stack(j: int) -> np.ndarray:
-        if j not in stacks:
-            stacks[j] = _stack(space, grey, j)
-        return stacks[j]
-
-    cand_l, cand_y, cand_x = [], [], []
-    for j in range(first, last + 1):
-        st_t = torch.from_numpy(stack(j))
-        h, w = st_t.shape[-2:]
-        if h <= 2 * border or w <= 2 * border:
-            continue
-        mx = F.max_pool2d(st_t[:, None], 3, 1, 1).amax(0)[0]
-        mn = -F.max_pool2d(-st_t[:, None], 3, 1, 1).amax(0)[0]
-        c = st_t[1]
-        is_ext = ((c >= mx) & (c > pre)) | ((c <= mn) & (c < -pre))
-        is_ext[:border] = False
-        is_ext[h - border :] = False
-        is_ext[:, :border] = False
-        is_ext[:, w - border :] = False
-        yy, xx = torch.nonzero(is_ext, as_tuple=True)
-        cand_l.append(np.full(yy.numel(), j))
-        cand_y.append(yy.numpy())
-        cand_x.append(xx.numpy())
-    empty = np.zeros(0)
-    if not cand_l:
+    stacks = _Stacks(space, [luma(b) for b in space.bands])
+    # candidate DoG layers (need DoG neighbours on both sides)
+    layers = range(2, len(space.layers) - 3 + 1)
+    c = _find_candidates(stacks, layers, border, 0.5 * contrast_threshold / rho)
+    if c is None:
+        empty = np.zeros(0)
         return Keypoints(empty, empty, empty, empty)
-    lay = np.concatenate(cand_l)
-    ys = np.concatenate(cand_y).astype(np.int64)
-    xs = np.concatenate(cand_x).astype(np.int64)
-    hh, ww = space.image_size
-    n = lay.shape[0]
-    active = np.ones(n, dtype=bool)
-    done = np.zeros(n, dtype=bool)
-    offset = np.zeros((n, 3))
-    value = np.zeros(n)
-    grad = np.zeros((n, 3))
-    hess = np.zeros((n, 3, 3))
-    offs = np.arange(-1, 2)
-    for _ in range(max_iterations):
-        todo = np.nonzero(active & ~done)[0]
-        if todo.size == 0:
-            break
-        for j in np.unique(lay[todo]):
-            sel = todo[lay[todo] == j]
-            st = stack(int(j))
-            cube = st[
-                :,
-                ys[sel][:, None, None] + offs[None, :, None],
-                xs[sel][:, None, None] + offs[None, None, :],
-            ].transpose(1, 0, 2, 3)
-            g, hm = _derivatives(cube)
-            try:
-                off = -np.linalg.solve(hm, g[..., None])[..., 0]
-            except np.linalg.LinAlgError:
-                det = np.linalg.det(hm)
-                ok = np.abs(det) > 1e-300
-                off = np.full_like(g, np.inf)
-                off[ok] = -np.linalg.solve(hm[ok], g[ok][..., None])[..., 0]
-            grad[sel], hess[sel], offset[sel], value[sel] = g, hm, off, cube[:, 1, 1, 1]
-        # converged, moved, or lost?
-        o = offset[todo]
-        finite = np.isfinite(o).all(1)
-        conv = finite & (np.abs(o) < 0.5).all(1)
-        done[todo[conv]] = True
-        move = todo[finite & ~conv]
-        active[todo[~finite]] = False
-        if move.size:
-            step = np.round(offset[move]).astype(np.int64)
-            too_far = (np.abs(offset[move]) > 1e6).any(1)
-            new_l = lay[move] + np.where(too_far, 0, step[:, 2])
-            # positions in original pixels, then in the (possibly different) new layer's grid
-            fx = np.empty(move.size)
-            fy = np.empty(move.size)
-            for k, m in enumerate(move):
-                sz = space.level_of(int(lay[m])).size
-                fx[k] = (xs[m] + step[k, 0] + 0.5) * (ww / sz[1]) - 0.5
-                fy[k] = (ys[m] + step[k, 1] + 0.5) * (hh / sz[0]) - 0.5
-            ok = (~too_far) & (new_l >= first) & (new_l <= last)
-            for k, m in enumerate(move):
-                if not ok[k]:
-                    active[m] = False
-                    continue
-                sz = space.level_of(int(new_l[k])).size
-                nx = int(round((fx[k] + 0.5) * (sz[1] / ww) - 0.5))
-                ny = int(round((fy[k] + 0.5) * (sz[0] / hh) - 0.5))
-                if not (border <= nx < sz[1] - border and border <= ny < sz[0] - border):
-                    active[m] = False
-                    continue
-                lay[m], xs[m], ys[m] = new_l[k], nx, ny
-    keep = done & active
-    o, g, hm = offset[keep], grad[keep], hess[keep]
-    contrast = value[keep] + 0.5 * (g * o).sum(1)
-    tr = hm[:, 0, 0] + hm[:, 1, 1]
-    det = hm[:, 0, 0] * hm[:, 1, 1] - hm[:, 0, 1] ** 2
-    r = edge_threshold
-    strong = np.abs(contrast) * rho >= contrast_threshold
-    good = strong & (det > 0) & (tr * tr * r < (r + 1) ** 2 * det)
-    idx = np.nonzero(keep)[0][good]
-    o, contrast = o[good], contrast[good]
-    sizes = np.array([space.level_of(int(j)).size for j in lay[idx]]).reshape(-1, 2)
-    x = (xs[idx] + o[:, 0] + 0.5) * (ww / sizes[:, 1]) - 0.5
-    y = (ys[idx] + o[:, 1] + 0.5) * (hh / sizes[:, 0]) - 0.5
-    # layer j (DoG band between sigma_{j-1} and sigma_j) has representative sigma
-    # sigma_min * 2**((j - 1 + 0.5) / rho); the refined scale moves along that log axis.
-    sigma = space.sigma_min * 2.0 ** ((lay[idx] - 0.5 + o[:, 2]) / rho)
-    order = np.argsort(-np.abs(contrast), kind="stable")
-    kp = Keypoints(x[order], y[order], sigma[order], contrast[order])
-    kp = _merge_duplicates(kp, rho)
+    _refine(c, stacks, layers, border, max_iterations)
+    kp = _merge_duplicates(_accept(c, space, contrast_threshold, edge_threshold), rho)
     if max_keypoints is not None and len(kp) > max_keypoints:
         kp = kp.select(np.arange(max_keypoints))
     return kp
