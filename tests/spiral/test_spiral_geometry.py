@@ -12,6 +12,7 @@ from scipy.spatial import cKDTree
 from spiral_cnn.geometry import (
     SpiralSpec,
     isotropic_n_spls,
+    pad_ring,
     pixel_centres,
     ribbon_points,
     spiral_points,
@@ -130,3 +131,37 @@ def test_bad_input_is_rejected() -> None:
     spec = SpiralSpec.for_image(16)
     with pytest.raises(ValueError, match="last axis"):
         sparse_resample(torch.zeros(1, 7), ribbon_resampling(spec.n_wind, spec.n, 3, 3).csr())
+
+
+def test_spec_bounds_and_for_image_keeps_the_kernel() -> None:
+    assert SpiralSpec(n_wind=1, n_spls=4).n == 4  # the smallest allowed sample count
+    with pytest.raises(ValueError, match="n_spls"):
+        SpiralSpec(n_wind=1, n_spls=3)
+    spec = SpiralSpec.for_image(16, rows=5, cols=7)
+    assert (spec.n_wind, spec.rows, spec.cols) == (8, 5, 7)
+    with pytest.raises(ValueError, match="odd"):
+        ribbon_points(4, 20, rows=2, cols=3)
+    with pytest.raises(ValueError, match="odd"):
+        ribbon_points(4, 20, rows=3, cols=2)
+
+
+def test_ribbon_rows_at_the_centre_sample() -> None:
+    """Sample ``j = 0`` sits at the origin with angle 0; row ``k`` is shifted ``k`` windings
+    outwards, i.e. to ``(k / n_wind, 0)``."""
+    n_wind = 4
+    pts = ribbon_points(n_wind, 50, rows=3, cols=1)
+    np.testing.assert_allclose(pts[:, 0], [[-1 / n_wind, 0], [0, 0], [1 / n_wind, 0]], atol=1e-15)
+
+
+@pytest.mark.parametrize("n_wind", [1, 3, 10])
+def test_pad_ring_is_an_even_circle_one_winding_out(n_wind: int) -> None:
+    rad = 1.0 + 1.0 / n_wind
+    pts = pad_ring(n_wind)
+    m = max(8, math.ceil(2 * math.pi * rad * n_wind))
+    assert pts.shape == (m, 2)
+    np.testing.assert_allclose(np.hypot(pts[:, 0], pts[:, 1]), rad, rtol=1e-12)
+    np.testing.assert_allclose(pts[0], [rad, 0.0], atol=1e-12)
+    # equally spaced once around: equal chords 2 rad sin(pi / m), closing back on the start
+    chords = np.linalg.norm(np.diff(np.vstack([pts, pts[:1]]), axis=0), axis=1)
+    np.testing.assert_allclose(chords, 2 * rad * math.sin(math.pi / m), rtol=1e-9)
+    np.testing.assert_allclose(pad_ring(n_wind, radius=2.5)[0], [2.5, 0.0], atol=1e-12)
