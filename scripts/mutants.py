@@ -53,7 +53,10 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     # the report's escaping: the template renderer, and report.py judged by the report's unit
     # tests; left out: the two headless-Chromium tests (tens of seconds each) and the packaging
     # test, which fails in mutmut's copy because it sees mutmut's own .meta files
-    "templates": ("src/ablation_paths/templates/__init__.py", ["tests/test_report.py", "-k", _K]),
+    "templates": (
+        "src/ablation_paths/templates/__init__.py",
+        ["tests/test_templates.py", "tests/test_report.py", "-k", _K],
+    ),
     "report": ("src/ablation_paths/report.py", ["tests/test_report.py", "-k", _K]),
     "sift.decoder": (
         "src/ablation_paths/sift/decoder.py",
