@@ -492,6 +492,104 @@ def test_file_size_for_16_steps_224px() -> None:
     assert len(page.encode("utf-8")) < 2.5e6
 
 
+def _by_id(page: _Page) -> dict[str, tuple[str, dict[str, str]]]:
+    return {a["id"]: (tag, a) for tag, a in page.elements if "id" in a}
+
+
+def test_every_element_the_script_looks_up_is_on_the_page(straddle: AblationPathResult) -> None:
+    """Reference: the ids ``report.js`` asks ``getElementById`` for (literal ones, and the
+    per-path ones for both prefixes of a straddling pair)."""
+    script = template_text("report.js")
+    literal = set(re.findall(r'getElementById\("([\w-]+)"\)', script))
+    per_path = set(re.findall(r'getElementById\(pre \+ "([\w-]+)"\)', script))
+    assert {"t-marker", "curve-hit", "t-slider"} <= literal and "frame-img" in per_path
+    ids = _by_id(_Page(render_report(straddle)))
+    for name in literal | {pre + n for pre in ("", "down-") for n in per_path}:
+        assert name in ids, name
+    tag, marker = ids["t-marker"]
+    assert tag == "line" and marker["x1"] == marker["x2"] == "44.0"  # t = 0
+    tag, hit = ids["curve-hit"]  # covers the plot area: 560 x 220 less the margins
+    assert tag == "rect" and (hit["x"], hit["y"], hit["width"], hit["height"]) == (
+        "44",
+        "12",
+        "504",
+        "174",
+    )
+    slider = ids["t-slider"][1]
+    assert slider["max"] == str(len(straddle.all_times) - 1)
+
+
+def test_curve_axes_marker_and_legend(straddle: AblationPathResult) -> None:
+    """The probability plot written out: 560 x 220 user units, plot area x in [44, 548] and
+    y in [12, 186] (p = 1 at the top)."""
+    page = _Page(render_report(straddle))
+    ids = _by_id(page)
+    assert ids["curve"][1]["viewbox"] == "0 0 560 220"
+    texts = [(stack[-1], text) for stack, text in page.texts if stack]
+    ticks = [(a, t) for (tag, a), t in texts if tag == "text" and a.get("class") == "tick"]
+    y_ticks = {t: a for a, t in ticks if a["x"] == "38"}
+    assert y_ticks.keys() == {"0.0", "0.25", "0.5", "0.75", "1.0"}
+    assert y_ticks["1.0"]["y"] == "16.0" and y_ticks["0.0"]["y"] == "190.0"  # y + 4
+    assert [a for a, t in ticks if t == "t"] == [
+        {"class": "tick", "x": "548", "y": "216", "text-anchor": "end"}
+    ]
+    t_clt = straddle.class_transition_time
+    x = 44 + t_clt * 504
+    (label,) = [a for (tag, a), t in texts if a.get("class") == "clt-label"]
+    want_x = x - 4 if t_clt >= 0.6 else x + 4
+    assert float(label["x"]) == pytest.approx(want_x, abs=1e-9)
+    swatches = [a.get("class", "") for (tag, a), _ in texts if tag == "span"]
+    assert [c for c in swatches if c.startswith("sw-")] == ["sw-other", "sw-target", "sw-down"]
+    items = "".join(t for stack, t in page.texts if any(tag == "li" for tag, _ in stack))
+    assert "along the first path φ↑" in items and "along the second path φ↓" in items
+    lines = [a["class"] for tag, a in page.elements if tag == "polyline"]
+    assert lines.count("p-target") == 1 and lines.count("p-down") == 1
+
+
+def test_report_notes_and_missing_images_are_labelled(straddle: AblationPathResult) -> None:
+    still = dataclasses.replace(
+        straddle, info={**straddle.info, "baseline": {"flips_class": False, "note": "n"}}
+    )
+    page = _Page(render_report(still))
+    kinds = [t for stack, t in page.texts if stack and stack[-1][1].get("class") == "kind"]
+    assert "Baseline:" in kinds
+    bare = dataclasses.replace(
+        straddle, features="sift", path=torch.rand(len(straddle.times), 7), frames=None
+    )
+    bare = dataclasses.replace(bare, masks_image=None)
+    shown = _Page(render_report(bare)).texts
+    notes = [t for stack, t in shown if stack and stack[-1][1] == {"class": "note"}]
+    assert any("No images are stored" in t for t in notes)
+
+
+def test_top_classes_of_many(straddle: AblationPathResult) -> None:
+    """With 12 classes ranked 0, 1, ..., 11 at every sample and target 3, the page carries
+    the ``TOP_OTHERS + 1 = 6`` most probable classes, 0 to 5, and no others."""
+    n = len(straddle.all_times)
+    row = torch.linspace(12, 1, 12) / 78  # class k has probability (12 - k) / 78
+    probs = row.expand(n, 12).clone()
+    many = dataclasses.replace(straddle, probs=probs, probs_down=probs.clone(), class_names=None)
+    assert many.target == 3 and TOP_OTHERS == 5
+    assert _data(render_report(many))["classes"] == [0, 1, 2, 3, 4, 5]
+
+
+def test_float_frames_are_clamped(straddle: AblationPathResult) -> None:
+    assert straddle.frames is not None and straddle.masks_image is not None
+    frames = torch.full(straddle.frames.shape, 1.5)  # float frames beyond [0, 1]
+    masks = torch.full(straddle.masks_image.shape, 0.5)
+    page = render_report(dataclasses.replace(straddle, frames=frames, masks_image=masks))
+    data = _data(page)
+    first = _decode(data["images"][data["paths"][0]["frames"][0]])
+    assert first.min() == first.max() == 255  # clamped to 1, not wrapped around
+    mask = _decode(data["images"][data["paths"][0]["masks"][0]])
+    assert mask.min() == mask.max() == 128
+
+
+def test_write_report_creates_missing_folders(straddle: AblationPathResult, tmp_path: Path) -> None:
+    out = write_report(straddle, tmp_path / "a" / "b" / "report.html")
+    assert out == tmp_path / "a" / "b" / "report.html" and out.is_file()
+
+
 # ------------------------------------------------------------------------------- browser test
 def _chromium() -> str:
     """Path of a system Chromium usable by Playwright, or skip (fail when CI requires it)."""

@@ -196,3 +196,45 @@ def test_cuda_decoding_matches_cpu():
     gg = g.cuda().requires_grad_(True)
     gpu.decode(gg).sum().backward()
     assert gg.grad is not None and gg.grad.device.type == "cuda"
+
+
+def test_gains_given_as_lists(dec):
+    k = dec.num_features
+    gains = [0.25 * (j % 4) for j in range(k)]
+    torch.testing.assert_close(dec.decode(gains), dec.decode(torch.tensor(gains)))
+    torch.testing.assert_close(dec.voronoi_heatmap(gains), dec.voronoi_heatmap(torch.tensor(gains)))
+
+
+def test_range_check_edges():
+    """Images within ``RANGE_TOLERANCE`` of ``[0, 1]`` (edges included) are taken as they are;
+    a ``[0, 255]`` image warns, naming what was done."""
+    import warnings
+
+    from ablation_paths.diagnostics import InputWarning
+    from ablation_paths.sift.decomposition import RANGE_TOLERANCE
+
+    x = _natural("coffee", 24, torch.float64).mean(0, keepdim=True)
+    edge = (x - x.min()) / (x.max() - x.min()) * (1 + 2 * RANGE_TOLERANCE) - RANGE_TOLERANCE
+    assert float(edge.min()) == -RANGE_TOLERANCE
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputWarning)
+        d_edge = decompose(edge, max_keypoints=4)
+    assert d_edge.num_features >= 1
+    with pytest.warns(InputWarning, match=r"not \[0, 1\].*divided by 255"):
+        decompose(x * 255, max_keypoints=4)
+
+
+def test_residual_part_with_five_storage_levels():
+    """With more storage levels than the default three, the residual layer's part of every
+    feature still sums to the residual band upsampled to the image (the mean colour)."""
+    from ablation_paths.sift.scale_space import scale_space, upsample_levels
+
+    x = _natural("coffee", 48, torch.float64).mean(0, keepdim=True)
+    sigmas = (1.5, 3.0, 6.0, 12.0)
+    d = decompose(x, level_sigmas=sigmas, max_keypoints=6)
+    space = scale_space(x, level_sigmas=sigmas)
+    assert len(space.levels) == 5
+    total = d._decode_residual(list(range(d.num_features))).sum(0)
+    zeros = [torch.zeros(1, *lv.size, dtype=x.dtype) for lv in space.levels]
+    want = upsample_levels(zeros[:-1] + [space.bands[-1]], [lv.size for lv in space.levels])
+    torch.testing.assert_close(total, want, rtol=1e-8, atol=1e-10)

@@ -130,3 +130,14 @@ def test_frc_resolution_tracks_a_known_band_limit() -> None:
     freq, curve = frc(mix, ref)
     res = frc_resolution(freq, curve, 0.5)
     assert 0.2 <= res <= 0.3
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_frc_frequencies_in_the_images_dtype(dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(5)
+    a = torch.randn(9, 9, generator=g, dtype=dtype)
+    freq, curve = frc(a, a)
+    assert freq.dtype == dtype and curve.dtype == dtype
+    # ring k at k / L cycles per pixel, computed in the images' dtype
+    want = torch.tensor([k / 9 for k in range(1, 5)], dtype=torch.float64).to(dtype)
+    assert torch.equal(freq, want)

@@ -12,6 +12,7 @@ from scipy.spatial import cKDTree
 from spiral_cnn.geometry import (
     SpiralSpec,
     isotropic_n_spls,
+    pad_ring,
     pixel_centres,
     ribbon_points,
     spiral_points,
@@ -130,3 +131,74 @@ def test_bad_input_is_rejected() -> None:
     spec = SpiralSpec.for_image(16)
     with pytest.raises(ValueError, match="last axis"):
         sparse_resample(torch.zeros(1, 7), ribbon_resampling(spec.n_wind, spec.n, 3, 3).csr())
+
+
+def test_spec_bounds_and_for_image_keeps_the_kernel() -> None:
+    assert SpiralSpec(n_wind=1, n_spls=4).n == 4  # the smallest allowed sample count
+    with pytest.raises(ValueError, match="n_spls"):
+        SpiralSpec(n_wind=1, n_spls=3)
+    spec = SpiralSpec.for_image(16, rows=5, cols=7)
+    assert (spec.n_wind, spec.rows, spec.cols) == (8, 5, 7)
+    with pytest.raises(ValueError, match="odd"):
+        ribbon_points(4, 20, rows=2, cols=3)
+    with pytest.raises(ValueError, match="odd"):
+        ribbon_points(4, 20, rows=3, cols=2)
+
+
+def test_ribbon_rows_at_the_centre_sample() -> None:
+    """Sample ``j = 0`` sits at the origin with angle 0; row ``k`` is shifted ``k`` windings
+    outwards, i.e. to ``(k / n_wind, 0)``."""
+    n_wind = 4
+    pts = ribbon_points(n_wind, 50, rows=3, cols=1)
+    np.testing.assert_allclose(pts[:, 0], [[-1 / n_wind, 0], [0, 0], [1 / n_wind, 0]], atol=1e-15)
+
+
+@pytest.mark.parametrize("n_wind", [1, 3, 10])
+def test_pad_ring_is_an_even_circle_one_winding_out(n_wind: int) -> None:
+    rad = 1.0 + 1.0 / n_wind
+    pts = pad_ring(n_wind)
+    m = max(8, math.ceil(2 * math.pi * rad * n_wind))
+    assert pts.shape == (m, 2)
+    np.testing.assert_allclose(np.hypot(pts[:, 0], pts[:, 1]), rad, rtol=1e-12)
+    np.testing.assert_allclose(pts[0], [rad, 0.0], atol=1e-12)
+    # equally spaced once around: equal chords 2 rad sin(pi / m), closing back on the start
+    chords = np.linalg.norm(np.diff(np.vstack([pts, pts[:1]]), axis=0), axis=1)
+    np.testing.assert_allclose(chords, 2 * rad * math.sin(math.pi / m), rtol=1e-9)
+    np.testing.assert_allclose(pad_ring(n_wind, radius=2.5)[0], [2.5, 0.0], atol=1e-12)
+
+
+def test_sparse_resample_casts_a_matrix_of_another_dtype() -> None:
+    """A float32 CSR pair applied to float64 values: the matrix is cast to the values' dtype
+    (forward and backward), so the result is the float64 product with the float32-rounded
+    weights, not a float32 product."""
+    spec = SpiralSpec.for_image(12)
+    res = ribbon_resampling(spec.n_wind, spec.n, 3, 3)
+    a32 = res.csr()  # default float32
+    assert a32.val.dtype == torch.float32 and a32.val_t.dtype == torch.float32
+    assert res.csr(torch.float64).val.dtype == torch.float64
+    for name in ("crow", "col", "crow_t", "col_t"):
+        assert getattr(a32, name).dtype == torch.long, name
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, spec.n, generator=g, dtype=torch.float64, requires_grad=True)
+    dense = torch.as_tensor(res.to_scipy().toarray()).float().double()  # the stored weights
+    y = sparse_resample(x, a32)
+    assert y.dtype == torch.float64
+    torch.testing.assert_close(y, x @ dense.T, rtol=1e-13, atol=1e-13)
+    up = torch.randn(2, dense.shape[0], generator=g, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(y, x, up)
+    torch.testing.assert_close(grad, up @ dense, rtol=1e-13, atol=1e-13)
+
+
+def test_resampling_arrays_and_point_checks() -> None:
+    src = np.array([[0, 0], [2, 0], [0, 2], [2, 2]])  # integer coordinates
+    dst = np.array([[1, 1], [0.5, 1.5]])
+    r = barycentric_resampling(src, dst)
+    assert r.index.dtype == np.int64 and r.weight.dtype == np.float64
+    rf = barycentric_resampling(src.astype(np.float64), dst)
+    np.testing.assert_array_equal(r.index, rf.index)
+    np.testing.assert_array_equal(r.weight, rf.weight)
+    np.testing.assert_allclose(r.to_scipy() @ affine(src.astype(float)), affine(dst))
+    with pytest.raises(ValueError, match=r"^dst must have shape"):
+        barycentric_resampling(src, np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"^src must have shape"):
+        barycentric_resampling(np.zeros((4, 3)), dst)
