@@ -72,3 +72,47 @@ def test_library_code_does_not_print() -> None:
                 ):
                     offenders.append(f"{path.relative_to(REPO)}:{node.lineno} {ast.unparse(func)}")
     assert offenders == []
+
+
+_MARKUP = re.compile(
+    r"<!doctype|<html|<head|<body|<style|<script|<svg|<table|<section|<figure"
+    r"|function\s*\(|=>\s*\{"
+    r"|[\w.#:\]\[=-]+\s*\{[^{}]*:[^{}]*;?[^{}]*\}",  # a CSS rule: selector{prop:value}
+    re.IGNORECASE,
+)
+
+
+def _docstrings(tree: object) -> set[int]:
+    import ast
+
+    ids = set()
+    for node in ast.walk(tree):  # type: ignore[arg-type]
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                ids.add(id(body[0].value))
+    return ids
+
+
+def test_no_page_text_in_python() -> None:
+    """HTML, CSS and JavaScript live in template files (``ablation_paths/templates``), never
+    in a Python string of more than a few lines (docstrings aside)."""
+    import ast
+
+    offenders = []
+    for path in sorted((REPO / "src").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = _docstrings(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.JoinedStr):
+                text = "".join(v.value if isinstance(v, ast.Constant) else "?" for v in node.values)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if id(node) in docstrings:
+                    continue
+                text = node.value
+            else:
+                continue
+            lines = max(text.count("\n") + 1, (node.end_lineno or node.lineno) - node.lineno + 1)
+            if lines > 3 and _MARKUP.search(text):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert sorted(set(offenders)) == []

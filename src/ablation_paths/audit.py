@@ -42,7 +42,6 @@ images of the fraction of the evidence inside the image's objects; flagged below
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import logging
@@ -60,6 +59,7 @@ from torch import Tensor
 
 from ablation_paths.filters import gaussian_blur
 from ablation_paths.result import AblationPathResult
+from ablation_paths.templates import Html, content_security_policy, element, inline, join, render
 
 __all__ = [
     "AuditConfig",
@@ -606,7 +606,7 @@ def _colour(values: np.ndarray) -> np.ndarray:
     return (colormaps["inferno"](v)[..., :3] * 255).round().astype(np.uint8)
 
 
-def _curve_svg(c: ClassAudit) -> str:
+def _curve_svg(c: ClassAudit) -> Html:
     def xy(t: float, p: float) -> str:
         return f"{10 + 200 * t:.1f},{110 - 100 * p:.1f}"
 
@@ -618,16 +618,7 @@ def _curve_svg(c: ClassAudit) -> str:
     ]
     band = " ".join(upper + lower[::-1])
     line = " ".join(xy(t, m) for t, m in zip(c.curve_t, c.curve_mean, strict=True))
-    return (
-        '<svg viewBox="0 0 220 130" width="220" height="130" role="img" '
-        'aria-label="mean target probability along t">'
-        '<rect x="10" y="10" width="200" height="100" fill="none" stroke="#999"/>'
-        f'<polygon points="{band}" fill="#9bd" opacity="0.5"/>'
-        f'<polyline points="{line}" fill="none" stroke="#036" stroke-width="2"/>'
-        '<text x="10" y="125" font-size="10">t = 0</text>'
-        '<text x="185" y="125" font-size="10">t = 1</text>'
-        '<text x="14" y="22" font-size="10">p = 1</text></svg>'
-    )
+    return render("audit_curve.html", band=band, line=line)
 
 
 def _fmt(x: float | None, pct: bool = False) -> str:
@@ -636,91 +627,67 @@ def _fmt(x: float | None, pct: bool = False) -> str:
     return f"{100 * x:.0f}%" if pct else f"{x:.3g}"
 
 
-def _card(c: ClassAudit) -> str:
-    e = html.escape
-    flags = "".join(f'<p class="flag" role="alert">{e(f)}</p>' for f in c.flags) or (
-        '<p class="ok">no flag</p>'
+def _card(c: ClassAudit, frac: str) -> Html:
+    """One class's card (``templates/audit_card.html``)."""
+    flags = [element("p", f, class_="flag", role="alert") for f in c.flags]
+    inside: object = ""
+    if c.inside is not None:
+        detail = f"{_fmt(c.inside, True)} ({c.inside_images} images; objects cover "
+        detail += f"{_fmt(c.object_area, True)})"
+        inside = element("tr", element("th", "evidence inside objects"), element("td", detail))
+    return render(
+        "audit_card.html",
+        css_class="card flagged" if c.flags else "card",
+        label=c.label,
+        class_name=c.name,
+        n=c.n,
+        flags=join(flags) if flags else element("p", "no flag", class_="ok"),
+        heatmap=_png(_colour(c.mean_heatmap)),
+        evidence=_png(_colour(c.mean_evidence)),
+        frac=frac,
+        curve=_curve_svg(c),
+        colocation=_fmt(c.colocation),
+        colocation_p=f"(p = {c.colocation_p:.3g})" if math.isfinite(c.colocation_p) else "",
+        inside=inside,
+        path_score=_fmt(c.path_score),
+        saturation=_fmt(c.saturation),
+        images=", ".join(c.images),
     )
-    inside = (
-        f"<tr><th>evidence inside objects</th><td>{_fmt(c.inside, True)} "
-        f"({c.inside_images} images; objects cover {_fmt(c.object_area, True)})</td></tr>"
-        if c.inside is not None
-        else ""
-    )
-    return f"""<section class="card{" flagged" if c.flags else ""}" data-label="{c.label}">
-<h2>{e(c.name)} <small>({c.n} images)</small></h2>
-{flags}
-<div class="row">
-<figure><img alt="mean heatmap of {e(c.name)}" src="{_png(_colour(c.mean_heatmap))}"/>
-<figcaption>mean heatmap</figcaption></figure>
-<figure><img alt="mean evidence of {e(c.name)}" src="{_png(_colour(c.mean_evidence))}"/>
-<figcaption>mean evidence (top {{frac}} of each map)</figcaption></figure>
-<figure>{_curve_svg(c)}<figcaption>target probability along the path (mean &#177; sd)
-</figcaption></figure>
-</div>
-<table>
-<tr><th>co-location</th><td>{_fmt(c.colocation)} &#215; chance
-{"" if not math.isfinite(c.colocation_p) else f"(p = {c.colocation_p:.3g})"}</td></tr>
-{inside}
-<tr><th>mean path score</th><td>{_fmt(c.path_score)}</td></tr>
-<tr><th>mean saturation</th><td>{_fmt(c.saturation)}</td></tr>
-</table>
-<details><summary>images</summary><p>{e(", ".join(c.images))}</p></details>
-</section>"""
-
-
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:70em}
-.card{border:1px solid #ccc;border-radius:6px;padding:.5em 1em;margin:1em 0}
-.card.flagged{border-color:#c60;background:#fff8f0}
-.flag{color:#a40;font-weight:bold}.ok{color:#363}
-.row{display:flex;flex-wrap:wrap;gap:1em}
-figure{margin:0}img{image-rendering:pixelated;width:192px;height:192px}
-th{text-align:left;padding-right:1em}
-"""
 
 
 def render_audit(audit: AuditResult) -> str:
-    """``audit.html``: one offline page (no script; CSP forbids every request)."""
-    e = html.escape
+    """``audit.html`` (``templates/audit.html``): one offline page (no script; CSP forbids
+    every request)."""
     frac = f"{100 * audit.config.evidence_fraction:g}%"
-    cards = "".join(_card(c).replace("{frac}", frac) for c in [audit.overall, *audit.classes])
     flagged = audit.flagged
     summary = (
-        "Flagged: " + ", ".join(e(c.name) for c in flagged) + "." if flagged else "Nothing flagged."
-    )
-    csp = (
-        "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; "
-        "form-action 'none'"
+        "Flagged: " + ", ".join(c.name for c in flagged) + "." if flagged else "Nothing flagged."
     )
     cfg = audit.config
-    objects = (
-        f" <strong>Evidence inside objects</strong> is flagged below "
-        f"{_fmt(cfg.inside_threshold, True)} (objects from {e(audit.annotations)})."
-        if audit.annotations
-        else " No boxes or masks were given."
+    objects: object = " No boxes or masks were given."
+    if audit.annotations:
+        objects = join(
+            [
+                " ",
+                element("strong", "Evidence inside objects"),
+                f" is flagged below {_fmt(cfg.inside_threshold, True)} "
+                f"(objects from {audit.annotations}).",
+            ]
+        )
+    return render(
+        "audit.html",
+        csp=content_security_policy(),
+        style=inline("audit.css"),
+        source=audit.source,
+        heading=audit.source or "results",
+        summary=summary,
+        frac=frac,
+        threshold=f"{cfg.colocation_threshold:g}",
+        min_images=cfg.min_images,
+        alpha=f"{cfg.alpha:g}",
+        objects=objects,
+        cards=join(_card(c, frac) for c in [audit.overall, *audit.classes]),
     )
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8"/>
-<meta http-equiv="Content-Security-Policy" content="{csp}"/>
-<meta name="generator" content="ablation-paths audit"/>
-<title>ablation-paths audit: {e(audit.source)}</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<h1>Audit of {e(audit.source or "results")}</h1>
-<p id="summary">{summary}</p>
-<p>Each image's <em>evidence</em> is the top {frac} of its heatmap's pixels.
-<strong>Co-location</strong> compares how often two images' evidence falls on the same place of
-the frame with chance (1 = independent places; flagged at {cfg.colocation_threshold:g} or more,
-from {cfg.min_images} images, when random shifts of the images' evidence reach it with
-p &lt; {cfg.alpha:g}).{objects}</p>
-{cards}
-</body>
-</html>
-"""
 
 
 def write_audit(audit: AuditResult, folder: str | os.PathLike[str]) -> dict[str, Path]:

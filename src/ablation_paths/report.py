@@ -25,7 +25,6 @@ come from :mod:`ablation_paths.display` (shared with the PNG figures), warnings 
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import json
 import math
@@ -55,7 +54,14 @@ from ablation_paths.display import (
 )
 from ablation_paths.mask_spaces import images_for_result
 from ablation_paths.result import AblationPathResult
-from ablation_paths.templates import Html, element, join, render, template_text
+from ablation_paths.templates import (
+    Html,
+    content_security_policy,
+    element,
+    inline,
+    join,
+    render,
+)
 
 __all__ = ["render_report", "write_report"]
 
@@ -557,24 +563,6 @@ def _page_data(
     }
 
 
-def _inline(name: str, closing: str) -> Html:
-    """A template file for a ``<style>`` / ``<script>`` element; it must not close it early."""
-    text = template_text(name)
-    if closing in text.lower():
-        raise ValueError(f"template {name!r} contains {closing!r}")
-    return Html(text)
-
-
-def _content_security_policy(script: str) -> Html:
-    """No network, images from data URIs only, and only ``script`` may run (by its hash).
-    Fixed text and a base64 digest: nothing to escape (its single quotes stay readable)."""
-    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
-    return Html(
-        "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
-        f"script-src 'sha256-{digest}'; base-uri 'none'; form-action 'none'"
-    )
-
-
 def render_report(result: AblationPathResult, *, title: str | None = None) -> str:
     """Render ``result`` as one self-contained interactive HTML page (the path browser).
 
@@ -594,13 +582,13 @@ def render_report(result: AblationPathResult, *, title: str | None = None) -> st
         result, [result.probs] + ([probs_down] if probs_down is not None else [])
     )
     views = _path_views(result)
-    script = _inline("report.js", "</script")
+    script = inline("report.js")
     data = _page_data(result, classes, views, _ImageTable())
     return render(
         "report.html",
-        csp=_content_security_policy(script),
+        csp=content_security_policy(script),
         title=title,
-        style=_inline("report.css", "</style"),
+        style=inline("report.css"),
         score=result.score,
         features=result.features,
         steps=len(data["times"]),

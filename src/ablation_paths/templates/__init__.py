@@ -1,11 +1,13 @@
 """Page templates (package data) and a tiny escaping renderer for them.
 
-The HTML, CSS and JavaScript of the path browser live beside this module as files
-(``report.html``, ``report.css``, ``report.js``, and fragments like ``heatmap.html``), edited and
-linted as what they are. Templates use :class:`string.Template` placeholders (``$name``); every
-value is HTML-escaped when it is inserted unless it is :class:`Html` (markup this package built,
-or escaped already), so text from a result (class names, titles, settings) can never become
-markup by accident::
+The HTML, CSS and JavaScript of every page live beside this module as files, edited and linted
+as what they are: the path browser (``report.html``, ``report.css``, ``report.js``, and fragments
+like ``heatmap.html``), the gallery (``gallery.html``, ``gallery.css``, ``gallery.js``) and the
+audit (``audit.html``, ``audit.css``, ``audit_card.html``, ``audit_curve.html``). No Python file
+holds page text (tests/test_packaging.py checks). Templates use :class:`string.Template`
+placeholders (``$name``); every value is HTML-escaped when it is inserted unless it is
+:class:`Html` (markup this package built, or escaped already), so text from a result (class
+names, titles, settings) can never become markup by accident::
 
     render("heatmap.html", label=label, image=Html(uri_markup))   # a file, escaped values
     element("td", value, class_="num")                            # one element, escaped
@@ -13,12 +15,24 @@ markup by accident::
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import string
 from collections.abc import Iterable, Mapping
 from importlib import resources
 
-__all__ = ["Html", "element", "escape", "join", "placeholders", "render", "template_text"]
+__all__ = [
+    "Html",
+    "content_security_policy",
+    "element",
+    "escape",
+    "inline",
+    "join",
+    "placeholders",
+    "render",
+    "template_text",
+]
 
 
 class Html(str):
@@ -97,3 +111,30 @@ def render(name: str, values: Mapping[str, object] | None = None, **more: object
         missing, unused = sorted(wanted - set(given)), sorted(set(given) - wanted)
         raise KeyError(f"template {name!r}: no value for {missing}, no placeholder for {unused}")
     return Html(string.Template(text).substitute({k: escape(v) for k, v in given.items()}))
+
+
+_CLOSING = {".css": "</style", ".js": "</script"}
+
+
+def inline(name: str) -> Html:
+    """A ``.css`` / ``.js`` template file's text for a ``<style>`` / ``<script>`` element.
+
+    Raises:
+        ValueError: the text would close its element early.
+    """
+    text = template_text(name)
+    closing = _CLOSING[name[name.rfind(".") :]]
+    if closing in text.lower():
+        raise ValueError(f"template {name!r} contains {closing!r}")
+    return Html(text)
+
+
+def content_security_policy(script: str | None = None) -> Html:
+    """No network, images from data URIs only, inline styles, and only ``script`` may run (by
+    its SHA-256 hash; ``None``: no script at all). Fixed text and a base64 digest: nothing to
+    escape (its single quotes stay readable)."""
+    policy = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+    if script is not None:
+        digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+        policy += f"script-src 'sha256-{digest}'; "
+    return Html(policy + "base-uri 'none'; form-action 'none'")
