@@ -418,9 +418,10 @@ def test_script_and_style_are_the_template_files() -> None:
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed: cannot check that report.js parses")
-    js = Path(str(folder.joinpath("report.js")))
-    run = subprocess.run([node, "--check", str(js)], capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
+    for name in ("report.js", "gallery.js"):
+        js = Path(str(folder.joinpath(name)))
+        run = subprocess.run([node, "--check", str(js)], capture_output=True, text=True)
+        assert run.returncode == 0, f"{name}: {run.stderr}"
 
 
 def test_template_files_are_package_data() -> None:
