@@ -1,5 +1,6 @@
 """Command-line interface on a user model (package.module:callable and TorchScript)."""
 
+import importlib
 import json
 import sys
 
@@ -9,6 +10,7 @@ import torch
 from PIL import Image
 
 from ablation_paths.cli import main
+from ablation_paths.result import load
 
 FAST = ["--n-steps", "4", "--max-iterations", "2", "--mask-size", "8", "--quiet"]
 
@@ -28,6 +30,17 @@ class M(nn.Module):
 
 def make():
     return M()
+
+class Sized(nn.Module):
+    def __init__(self, n, seed):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.fc = nn.Linear(3, n)
+    def forward(self, x):
+        return self.fc(x.mean(dim=(2, 3)))
+
+def make_sized(n=3, seed=0):
+    return Sized(n, seed)
 """
 
 
@@ -179,3 +192,49 @@ def test_rerun_replaces_a_complete_result(tmp_path, user_model, image_file):
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["path.npz", "heatmaps.png", "path.png", "report.html", "summary.json"]
     )
+
+
+def test_parse_model_args_reads_numbers_booleans_and_text():
+    from ablation_paths.models import parse_model_args
+
+    got = parse_model_args(["n=5", "lr=0.5", "pretrained=False", "head=none", "name=res net"])
+    assert got == {"n": 5, "lr": 0.5, "pretrained": False, "head": None, "name": "res net"}
+    for bad in ("n", "=3", "1x=2"):
+        with pytest.raises(ValueError, match="KEY=VALUE"):
+            parse_model_args([bad])
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_model_args_and_weights_reach_the_model(tmp_path, user_model, suffix):
+    """``--model-arg`` goes to the callable and ``--weights`` replaces its parameters: the
+    loaded model equals the one the weights were saved from, not the one the callable made."""
+    import safetensors.torch
+
+    from ablation_paths.models import load_model_spec
+
+    module = user_model.split(":")[0]
+    saved = importlib.import_module(module).make_sized(5, 7)
+    file = tmp_path / f"w{suffix}"
+    if suffix == ".pt":
+        torch.save({"state_dict": saved.state_dict()}, file)
+    else:
+        safetensors.torch.save_file(saved.state_dict(), str(file))
+    spec = f"{module}:make_sized"
+    plain = load_model_spec(spec, model_args={"n": 5, "seed": 0}).model
+    loaded = load_model_spec(spec, model_args={"n": 5, "seed": 0}, weights=file).model
+    assert plain.fc.out_features == 5
+    assert not torch.equal(plain.fc.weight, saved.fc.weight)
+    assert torch.equal(loaded.fc.weight, saved.fc.weight)
+    with pytest.raises(ValueError, match="callable"):
+        load_model_spec("demo", weights=file)
+
+
+def test_cli_model_arg_and_weights(tmp_path, user_model, image_file):
+    module = user_model.split(":")[0]
+    weights = tmp_path / "w.pt"
+    torch.save(importlib.import_module(module).make_sized(4, 3).state_dict(), weights)
+    out = tmp_path / "out"
+    args = ["explain", str(image_file), "--model", f"{module}:make_sized", "--out", str(out)]
+    rc = main([*args, "--model-arg", "n=4", "--weights", str(weights), *FAST])
+    assert rc == 0
+    assert load(out / "path.npz").probs.shape[1] == 4

@@ -36,7 +36,12 @@ from ablation_paths.io import (
 )
 from ablation_paths.many.cli import add_audit_parser, add_many_arguments, run_many, wants_many
 from ablation_paths.mask_spaces import mask_space_names
-from ablation_paths.models import imagenet_normalize, load_model_spec, resolve_device
+from ablation_paths.models import (
+    imagenet_normalize,
+    load_model_spec,
+    parse_model_args,
+    resolve_device,
+)
 from ablation_paths.optimizer import AblationPathConfig
 from ablation_paths.plotting import plot_heatmaps, plot_path_strip
 from ablation_paths.report import write_report
@@ -206,7 +211,7 @@ def _plan_outputs(args: argparse.Namespace) -> list[tuple[str, Any, int | None, 
     several = len(inputs) > 1
     out_dirs = [check_output_dir(out_root / n) if several else out_root for n, _, _ in inputs]
     read_files = list(args.images)
-    for extra in (args.class_names, args.baseline, args.model):
+    for extra in (args.class_names, args.baseline, args.model, args.weights):
         if extra and Path(extra).is_file():
             read_files.append(extra)
     check_not_input([d / f for d in out_dirs for f in OUTPUT_FILES], read_files)
@@ -219,7 +224,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     # everything that can be checked is checked before the model is loaded or anything computed
     planned = _plan_outputs(args)
-    loaded = load_model_spec(args.model, device=device)
+    loaded = load_model_spec(
+        args.model,
+        device=device,
+        model_args=parse_model_args(args.model_arg),
+        weights=args.weights,
+    )
     class_names = loaded.class_names
     if args.class_names:
         class_names = [
@@ -322,6 +332,19 @@ def build_parser() -> argparse.ArgumentParser:
         default="demo",
         help="'demo', 'package.module:callable' returning an nn.Module, or a TorchScript file "
         "(both run code: use only ones you trust)",
+    )
+    ex.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword argument for a 'package.module:callable' model (repeatable), e.g. "
+        "num_classes=10",
+    )
+    ex.add_argument(
+        "--weights",
+        help="state dict (.pt/.pth, read with weights_only=True) or .safetensors file loaded "
+        "into a 'package.module:callable' model (runs no code)",
     )
     ex.add_argument("--target", help="class index or name (default: the predicted class)")
     ex.add_argument("--score", choices=SCORES, default="retain")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -100,13 +102,47 @@ def import_model_module(name: str) -> ModuleType:
         sys.path[:] = saved
 
 
-def load_model_spec(spec: str, device: str | torch.device = "cpu") -> LoadedModel:
+def parse_model_args(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["num_classes=10", "pretrained=false"]`` -> ``{"num_classes": 10, "pretrained": False}``.
+
+    Values are read as int, float, ``true``/``false``/``none`` (any case) or else kept as text.
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--model-arg {pair!r}: expected KEY=VALUE with a Python name as KEY")
+        out[key] = _model_arg_value(text.strip())
+    return out
+
+
+def _model_arg_value(text: str) -> Any:
+    named = {"true": True, "false": False, "none": None}
+    if text.lower() in named:
+        return named[text.lower()]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def load_model_spec(
+    spec: str,
+    device: str | torch.device = "cpu",
+    *,
+    model_args: Mapping[str, Any] | None = None,
+    weights: str | os.PathLike[str] | None = None,
+) -> LoadedModel:
     """Load a classifier from ``spec``.
 
     * ``demo`` (or ``demo:NAME``): the shipped demo classifier;
-    * ``package.module:callable``: calls ``callable()``, which must return an ``nn.Module``
-      (installed modules win over files in the current directory, see
-      :func:`import_model_module`);
+    * ``package.module:callable``: calls ``callable(**model_args)``, which must return an
+      ``nn.Module`` (installed modules win over files in the current directory, see
+      :func:`import_model_module`); ``weights`` (a state dict read with ``weights_only=True``, or
+      a safetensors file) are then loaded into it (:func:`ablation_paths.weights.load_weights`);
     * a path to a TorchScript file (``.pt``/``.pth``/``.ts``), loaded with ``torch.jit.load``.
 
     Trust: a ``module:callable`` spec and a TorchScript file run code (the module's, the
@@ -115,7 +151,14 @@ def load_model_spec(spec: str, device: str | torch.device = "cpu") -> LoadedMode
 
     The model is put in eval mode on ``device``.
     """
-    if spec == "demo" or spec.startswith("demo:"):
+    is_demo = spec == "demo" or spec.startswith("demo:")
+    is_callable_spec = ":" in spec and not is_demo and not Path(spec).is_file()
+    if (model_args or weights is not None) and not is_callable_spec:
+        raise ValueError(
+            "--model-arg and --weights apply to a 'package.module:callable' model only, "
+            f"not to {spec!r}"
+        )
+    if is_demo:
         from ablation_paths import demo
 
         name = spec.split(":", 1)[1] if ":" in spec else "demo"
@@ -155,7 +198,7 @@ def load_model_spec(spec: str, device: str | torch.device = "cpu") -> LoadedMode
         if factory is None or not callable(factory):
             raise ValueError(f"{module_name} has no callable {attr!r}")
         try:
-            model = factory()
+            model = factory(**dict(model_args or {}))
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise ValueError(
@@ -163,6 +206,10 @@ def load_model_spec(spec: str, device: str | torch.device = "cpu") -> LoadedMode
             ) from exc
         if not isinstance(model, nn.Module):
             raise TypeError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
+        if weights is not None:
+            from ablation_paths.weights import load_weights
+
+            load_weights(model, weights)  # in place
         names = getattr(model, "class_names", None)
         return LoadedModel(
             model.to(device).eval(),

@@ -81,7 +81,12 @@ def run_many(args: argparse.Namespace) -> int:
     (interrupted; finished images are kept)."""
     from ablation_paths.io import check_output_dir
     from ablation_paths.many import explain_many, read_done
-    from ablation_paths.models import imagenet_normalize, load_model_spec, resolve_device
+    from ablation_paths.models import (
+        imagenet_normalize,
+        load_model_spec,
+        parse_model_args,
+        resolve_device,
+    )
     from ablation_paths.optimizer import AblationPathConfig
 
     if not args.images:
@@ -91,7 +96,12 @@ def run_many(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device)) if engine == "local" else args.device
     check_output_dir(args.out)
     # the Ray driver keeps the model on the CPU; each actor moves it to its own device
-    loaded = load_model_spec(args.model, device="cpu" if engine == "ray" else device)
+    loaded = load_model_spec(
+        args.model,
+        device="cpu" if engine == "ray" else device,
+        model_args=parse_model_args(args.model_arg),
+        weights=args.weights,
+    )
     class_names = loaded.class_names
     if args.class_names:
         text = Path(args.class_names).read_text(encoding="utf-8")
