@@ -440,3 +440,17 @@ def test_auto_regularization_keeps_the_default_when_the_pinned_test_cannot_decid
     assert auto["decidable"] is False
     assert list(auto["tried"]) == [str(DEFAULT_REGULARIZATION)]
     assert r.info["config"]["regularization"] == DEFAULT_REGULARIZATION == 0.03
+
+
+def test_progress_fraction_reaches_one_when_the_path_stops():
+    """The progress bar's fraction: iterations or saturation, whichever is further; exactly 1
+    at either stop (saturation reached or iteration cap)."""
+    from ablation_paths.pipeline import progress_fraction
+
+    cfg = ap.AblationPathConfig(max_iterations=50, stop_saturation=0.8)
+    assert progress_fraction(5, 0.5, 0.5, cfg) == pytest.approx(0.1)  # only iterations
+    assert progress_fraction(5, 0.65, 0.5, cfg) == pytest.approx(0.5)  # half-way in saturation
+    assert progress_fraction(12, 0.84, 0.47, cfg) == 1.0  # saturated: done
+    assert progress_fraction(50, 0.6, 0.5, cfg) == 1.0  # iteration cap: done
+    assert progress_fraction(1, 0.4, 0.5, cfg) == pytest.approx(0.02)  # never negative
+    assert progress_fraction(3, 0.9, 0.85, cfg) == 1.0  # started above the stop

@@ -198,6 +198,19 @@ def build_space(
     return factory.build(prepared.image, baseline, request.config, options)
 
 
+def progress_fraction(
+    iterations: int, saturation: float, start: float, config: AblationPathConfig
+) -> float:
+    """How far the optimisation is towards its stop, in ``[0, 1]``: the larger of the share of
+    ``max_iterations`` used and the share of the way from the first saturation ``start`` to
+    ``stop_saturation`` (eq. 2.31) covered. The path stops at whichever comes first, so a bar
+    over this fraction ends at 100 % when the path does."""
+    by_iterations = iterations / config.max_iterations
+    span = config.stop_saturation - start
+    by_saturation = (saturation - start) / span if span > 0 else 1.0
+    return min(1.0, max(by_iterations, by_saturation, 0.0))
+
+
 def optimise(prepared: Prepared, space: MaskSpace, request: ExplainRequest) -> OptimizationResult:
     """Stage 3: optimise the path(s) (Algorithm 2), with a progress bar if asked."""
     cfg = request.config
@@ -206,12 +219,17 @@ def optimise(prepared: Prepared, space: MaskSpace, request: ExplainRequest) -> O
         from tqdm.auto import tqdm
 
         desc = f"ablation path ({request.score})"
-        bar = tqdm(total=cfg.max_iterations, desc=desc, unit="it", leave=False)
+        bar = tqdm(total=100, desc=desc, unit="%", leave=False)
+    first: list[float] = []
 
     def on_step(it: int, stats: dict[str, float], paths: Tensor) -> None:
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix(score=f"{stats['path_score']:.3f}", sat=f"{stats['saturation']:.2f}")
+            first.extend([] if first else [stats["saturation"]])
+            done = progress_fraction(it, stats["saturation"], first[0], cfg)
+            bar.update(max(0, round(100 * done) - bar.n))
+            bar.set_postfix(
+                it=it, score=f"{stats['path_score']:.3f}", sat=f"{stats['saturation']:.2f}"
+            )
 
     try:
         return optimize_paths(
