@@ -454,3 +454,39 @@ def test_progress_fraction_reaches_one_when_the_path_stops():
     assert progress_fraction(50, 0.6, 0.5, cfg) == 1.0  # iteration cap: done
     assert progress_fraction(1, 0.4, 0.5, cfg) == pytest.approx(0.02)  # never negative
     assert progress_fraction(3, 0.9, 0.85, cfg) == 1.0  # started above the stop
+
+
+def test_attribute_takes_captums_argument_order_and_forward_args(tiny_model, tiny_image):
+    """Captum's perturbation methods take ``(inputs, baselines, target, additional_forward_args,
+    internal_batch_size)``: positional calls in that order give the keyword call's result, and
+    extra forward arguments reach the model."""
+    x = tiny_image.unsqueeze(0)
+    explainer = ap.AblationPath(tiny_model)
+    by_name = explainer.attribute(x, baselines=0.0, target=2, **FAST)
+    positional = explainer.attribute(x, 0.0, 2, None, 4, **FAST)
+    torch.testing.assert_close(positional, by_name)
+    assert explainer.results[0].target == 2 and explainer.results[0].info["baseline"]["kind"]
+
+    class Scaled(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+            self.seen: list[float] = []
+
+        def forward(self, images: torch.Tensor, scale: float) -> torch.Tensor:
+            self.seen.append(scale)
+            return self.inner(images) * scale
+
+    scaled = Scaled(tiny_model).eval()
+    out = ap.AblationPath(scaled).attribute(
+        x, 0.0, 2, additional_forward_args=(1.0,), show_progress=True, **FAST
+    )
+    torch.testing.assert_close(out, by_name)  # scale 1: the same model
+    assert scaled.seen and set(scaled.seen) == {1.0}
+    with pytest.raises(TypeError, match="tuple inputs"):
+        explainer.attribute((x, x), target=2, **FAST)
+    two = torch.cat([x, x])
+    with pytest.raises(ValueError, match="one row per input"):
+        ap.AblationPath(scaled).attribute(two, 0.0, 2, torch.ones(2, 1), **FAST)
+    with pytest.raises(ValueError, match="training mode"):
+        ap.AblationPath(Scaled(tiny_model).train()).attribute(x, 0.0, 2, (1.0,), **FAST)

@@ -3,7 +3,7 @@
 The public surface::
 
     explain(model, image, target=None, *, score="retain", baseline="blur", ...)
-    AblationPath(model).attribute(inputs, target=..., baselines=None, internal_batch_size=None)
+    AblationPath(model).attribute(inputs, baselines=None, target=..., internal_batch_size=None)
     explain_func(model, inputs, targets, **kwargs)        # Quantus-style
     load(file)                                            # read a saved result
     register_mask_space(name), mask_space_names()         # the mask-space registry

@@ -134,6 +134,7 @@ class AblationPath:
 
     >>> ap = AblationPath(model)
     >>> attributions = ap.attribute(images, target=labels)  # [B, C, H, W]
+    >>> attributions = ap.attribute(images, baselines, labels)  # Captum's argument order
 
     Args:
         forward_func: the classifier (logits), in eval mode.
@@ -152,10 +153,12 @@ class AblationPath:
     def attribute(
         self,
         inputs: Tensor,
-        target: int | Sequence[int] | Tensor | np.ndarray | None = None,
         baselines: Tensor | float | str | None = None,
+        target: int | Sequence[int] | Tensor | np.ndarray | None = None,
+        additional_forward_args: Any = None,
         internal_batch_size: int | None = None,
         *,
+        show_progress: bool = False,
         score: str = "retain",
         reduction: str | None = None,
         window: bool = False,
@@ -163,12 +166,19 @@ class AblationPath:
     ) -> Tensor:
         """Per-pixel attributions shaped like ``inputs`` (the heatmap repeated over channels).
 
+        The arguments follow Captum's perturbation methods (``inputs, baselines, target,
+        additional_forward_args``, then ``internal_batch_size`` and ``show_progress``).
+
         Args:
             inputs: ``[B, C, H, W]`` (or one image ``[C, H, W]``).
-            target: one class for all, one per input, or ``None`` for the predicted classes.
             baselines: ``None`` (blurred baseline), a scalar, a baseline name, or a tensor
                 shaped like ``inputs`` (or one image).
+            target: one class for all, one per input, or ``None`` for the predicted classes.
+            additional_forward_args: extra arguments passed to the model after the images, as
+                in Captum (``model(images, *args)``); they are passed unchanged to every batch of
+                path images, so per-example tensors are not supported (an error says so).
             internal_batch_size: images per classifier call (bounds memory).
+            show_progress: a progress bar per input.
             score: score function; ``reduction``: heatmap reduction (default: the score's
                 natural one); ``window``: apply the boundary window; other options go to
                 :class:`AblationPathConfig`.
@@ -177,8 +187,14 @@ class AblationPath:
             Tensor shaped like ``inputs`` on the inputs' device and dtype; the results are kept
             in ``self.results``.
         """
+        if isinstance(inputs, tuple):
+            raise TypeError(
+                "AblationPath explains one image tensor per example; tuple inputs (several "
+                "input tensors per example) are not supported"
+            )
         batch = _as_batch(inputs)
         targets = _per_sample(target, batch.shape[0], "target")
+        forward = _with_forward_args(self.forward_func, additional_forward_args, batch.shape[0])
         if isinstance(baselines, Tensor) and baselines.dim() >= 3:
             bl = _as_batch(baselines)
             if bl.shape[0] == 1:
@@ -196,19 +212,44 @@ class AblationPath:
         out = torch.empty_like(batch)
         for i in range(batch.shape[0]):
             res = explain(
-                self.forward_func,
+                forward,
                 batch[i].detach(),
                 targets[i],
                 score=score,
                 baseline=bls[i],
                 transform=self.transform,
                 keep_frames=False,
+                progress=show_progress,
                 **options,
             )
             self.results.append(res)
             h = res.heatmap(reduction, window=window).to(device=batch.device, dtype=batch.dtype)
             out[i] = h.unsqueeze(0).expand_as(batch[i])
         return out if inputs.dim() == 4 else out[0]
+
+
+def _with_forward_args(
+    model: nn.Module | Callable[[Tensor], Tensor], args: Any, n_inputs: int
+) -> nn.Module | Callable[[Tensor], Tensor]:
+    """``model`` itself, or a callable ``x -> model(x, *args)`` (Captum's
+    ``additional_forward_args``). Tensors with one row per input cannot follow the path images'
+    batches, so they are refused with a clear message."""
+    if args is None:
+        return model
+    extra = args if isinstance(args, tuple) else (args,)
+    for a in extra:
+        if isinstance(a, Tensor) and a.dim() > 0 and n_inputs > 1 and a.shape[0] == n_inputs:
+            raise ValueError(
+                "additional_forward_args with one row per input are not supported: call "
+                "attribute once per input, or pass arguments shared by all inputs"
+            )
+    if isinstance(model, nn.Module) and model.training:  # the wrapper would hide this check
+        raise ValueError("model is in training mode: call model.eval() before explaining")
+
+    def forward(x: Tensor) -> Tensor:
+        return model(x, *extra)
+
+    return forward
 
 
 def explain_func(
