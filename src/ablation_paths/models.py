@@ -185,38 +185,46 @@ def load_model_spec(
             ) from exc
         return LoadedModel(model.eval(), description=f"TorchScript file {path}")
     if ":" in spec:
-        module_name, _, attr = spec.partition(":")
-        if not module_name or not attr:
-            raise ValueError(f"--model {spec!r}: expected package.module:callable")
-        try:
-            module = import_model_module(module_name)
-        except ImportError as exc:
-            raise ValueError(
-                f"cannot import module {module_name!r} for --model {spec}: {exc}"
-            ) from exc
-        factory = getattr(module, attr, None)
-        if factory is None or not callable(factory):
-            raise ValueError(f"{module_name} has no callable {attr!r}")
-        try:
-            model = factory(**dict(model_args or {}))
-        except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise ValueError(
-                f"--model {spec}: calling {attr}() failed: {type(exc).__name__}: {first}"
-            ) from exc
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
-        if weights is not None:
-            from ablation_paths.weights import load_weights
-
-            load_weights(model, weights)  # in place
-        names = getattr(model, "class_names", None)
-        return LoadedModel(
-            model.to(device).eval(),
-            list(names) if names is not None else None,
-            description=f"{spec}",
-        )
+        return _load_callable(spec, device, model_args, weights)
     raise ValueError(
         f"cannot interpret --model {spec!r}: use 'demo', 'package.module:callable' or a "
         f"TorchScript file"
+    )
+
+
+def _load_callable(
+    spec: str,
+    device: str | torch.device,
+    model_args: Mapping[str, Any] | None,
+    weights: str | os.PathLike[str] | None,
+) -> LoadedModel:
+    """A ``package.module:callable`` spec: import, call with ``model_args``, load ``weights``."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"--model {spec!r}: expected package.module:callable")
+    try:
+        module = import_model_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import module {module_name!r} for --model {spec}: {exc}") from exc
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        raise ValueError(f"{module_name} has no callable {attr!r}")
+    try:
+        model = factory(**dict(model_args or {}))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ValueError(
+            f"--model {spec}: calling {attr}() failed: {type(exc).__name__}: {first}"
+        ) from exc
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
+    if weights is not None:
+        from ablation_paths.weights import load_weights
+
+        load_weights(model, weights)  # in place
+    names = getattr(model, "class_names", None)
+    return LoadedModel(
+        model.to(device).eval(),
+        list(names) if names is not None else None,
+        description=f"{spec}",
     )
