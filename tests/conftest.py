@@ -1,3 +1,6 @@
+import os
+import shutil
+
 import pytest
 import torch
 from torch import nn
@@ -28,3 +31,33 @@ def tiny_model() -> nn.Module:
 def tiny_image() -> torch.Tensor:
     g = torch.Generator().manual_seed(3)
     return torch.rand(3, 32, 32, generator=g)
+
+
+def system_chromium() -> str:
+    """Path of a system Chromium usable by Playwright, or skip (fail when CI requires it)."""
+    required = os.environ.get("ABLATION_PATHS_REQUIRE_BROWSER", "") not in ("", "0")
+    reason = ""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        reason = "the Python package 'playwright' is not installed (pip install -e '.[dev]')"
+    exe = next(
+        (
+            p
+            for p in (
+                "/usr/bin/chromium",
+                shutil.which("chromium"),
+                shutil.which("chromium-browser"),
+            )
+            if p and os.access(p, os.X_OK)
+        ),
+        None,
+    )
+    if not reason and exe is None:
+        reason = "no system Chromium found (apt-get install chromium chromium-driver)"
+    if reason:
+        if required:
+            pytest.fail(f"ABLATION_PATHS_REQUIRE_BROWSER is set but {reason}")
+        pytest.skip(reason)
+    assert exe is not None
+    return exe

@@ -5,9 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from torch import nn
 
 from ablation_paths.gallery import GalleryEntry, gallery_entries, render_gallery, write_gallery
 from ablation_paths.many import explain_many
+from conftest import system_chromium
 
 EVIL = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 
@@ -89,37 +88,8 @@ def test_gallery_over_a_run(run_dir: Path) -> None:
         write_gallery(run_dir / "missing")
 
 
-def _chromium() -> str:
-    required = os.environ.get("ABLATION_PATHS_REQUIRE_BROWSER", "") not in ("", "0")
-    reason = ""
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        reason = "the Python package 'playwright' is not installed (pip install '.[report]')"
-    exe = next(
-        (
-            p
-            for p in (
-                "/usr/bin/chromium",
-                shutil.which("chromium"),
-                shutil.which("chromium-browser"),
-            )
-            if p and os.access(p, os.X_OK)
-        ),
-        None,
-    )
-    if not reason and exe is None:
-        reason = "no system Chromium found (apt-get install chromium)"
-    if reason:
-        if required:
-            pytest.fail(f"ABLATION_PATHS_REQUIRE_BROWSER is set but {reason}")
-        pytest.skip(reason)
-    assert exe is not None
-    return exe
-
-
 def test_sorting_in_headless_chromium(tmp_path: Path) -> None:
-    exe = _chromium()
+    exe = system_chromium()
     from playwright.sync_api import sync_playwright
 
     file = tmp_path / "index.html"

@@ -28,6 +28,7 @@ from ablation_paths.diagnostics import result_warnings
 from ablation_paths.report import TOP_OTHERS, _pixel_frames, render_report, write_report
 from ablation_paths.result import AblationPathResult
 from ablation_paths.templates import template_text
+from conftest import system_chromium
 
 EVIL = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 NAMES = ["cat", EVIL, "dog & <b>co</b>", "fox", "owl"]
@@ -592,36 +593,6 @@ def test_write_report_creates_missing_folders(straddle: AblationPathResult, tmp_
 
 
 # ------------------------------------------------------------------------------- browser test
-def _chromium() -> str:
-    """Path of a system Chromium usable by Playwright, or skip (fail when CI requires it)."""
-    required = os.environ.get("ABLATION_PATHS_REQUIRE_BROWSER", "") not in ("", "0")
-    reason = ""
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        reason = "the Python package 'playwright' is not installed (pip install -e '.[dev]')"
-    exe = next(
-        (
-            p
-            for p in (
-                "/usr/bin/chromium",
-                shutil.which("chromium"),
-                shutil.which("chromium-browser"),
-            )
-            if p and os.access(p, os.X_OK)
-        ),
-        None,
-    )
-    if not reason and exe is None:
-        reason = "no system Chromium found (apt-get install chromium chromium-driver)"
-    if reason:
-        if required:
-            pytest.fail(f"ABLATION_PATHS_REQUIRE_BROWSER is set but {reason}")
-        pytest.skip(reason)
-    assert exe is not None
-    return exe
-
-
 def _artifact_dir() -> Path:
     out = Path(os.environ.get("ABLATION_PATHS_ARTIFACTS") or REPO / "test-artifacts")
     out.mkdir(parents=True, exist_ok=True)
@@ -666,7 +637,7 @@ def _note_request(url: str, problems: list[str]) -> None:
 def test_report_in_headless_chromium(straddle: AblationPathResult, tmp_path: Path) -> None:
     """Open the report from disk, move along t with the slider, the arrow keys and play, and
     check that t, the images and the probabilities shown are the saved result's."""
-    exe = _chromium()
+    exe = system_chromium()
     from playwright.sync_api import sync_playwright
 
     r = straddle
@@ -782,7 +753,7 @@ def _css_rule_count(css: str) -> int:
 def test_hostile_report_in_headless_chromium(hostile: AblationPathResult, tmp_path: Path) -> None:
     """The hostile string in every position runs nothing and shows as text; the page's style
     applies under the CSP; heatmaps lie over the target image and follow the opacity slider."""
-    exe = _chromium()
+    exe = system_chromium()
     from playwright.sync_api import sync_playwright
 
     report = write_report(hostile, tmp_path / "hostile.html", title=HOSTILE)
