@@ -728,13 +728,20 @@ def _run_local(
 ) -> None:
     host = socket.gethostname()
     for item in todo:
-        try:
-            result = explain_item(model, _payload(item), item.target, settings)
-            result.info["host"] = host
-        except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
-            finish(item, None, f"{type(exc).__name__}: {exc}")
-            continue
-        finish(item, result, None)
+        finish(item, *_explain_or_error(model, _payload(item), item.target, settings, host))
+
+
+def _explain_or_error(
+    model: Any, payload: Any, target: Any, settings: ManySettings, host: str
+) -> tuple[AblationPathResult | None, str | None]:
+    """Explain one image; an expected failure becomes an error message for its record instead
+    of stopping the run. The result records the ``host`` that computed it."""
+    try:
+        result = explain_item(model, payload, target, settings)
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    result.info["host"] = host
+    return result, None
 
 
 class _Actor:
@@ -753,12 +760,7 @@ class _Actor:
         self.model = model
 
     def explain(self, payload: Any, target: Any) -> tuple[AblationPathResult | None, str | None]:
-        try:
-            result = explain_item(self.model, payload, target, self.settings)
-        except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
-            return None, f"{type(exc).__name__}: {exc}"
-        result.info["host"] = self.host
-        return result, None
+        return _explain_or_error(self.model, payload, target, self.settings, self.host)
 
 
 def _run_ray(
