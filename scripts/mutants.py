@@ -68,12 +68,17 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     ),
     "spiral.geometry": (
         "src/spiral_cnn/geometry.py",
-        ["tests/spiral/test_spiral_geometry.py", "tests/spiral/test_spiral_layers.py"],
+        [
+            "tests/spiral/test_spiral_geometry.py",
+            "tests/spiral/test_spiral_geometry_edges.py",
+            "tests/spiral/test_spiral_layers.py",
+        ],
     ),
     "spiral.resample": (
         "src/spiral_cnn/resample.py",
         [
             "tests/spiral/test_spiral_geometry.py",
+            "tests/spiral/test_spiral_resample_edges.py",
             "tests/spiral/test_spiral_layers.py",
             "tests/spiral/test_spiral_equivariance.py",
         ],
@@ -82,6 +87,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         "src/spiral_cnn/metrics.py",
         [
             "tests/spiral/test_spiral_metrics.py",
+            "tests/spiral/test_spiral_metrics_edges.py",
             "tests/spiral/test_spiral_frc.py",
             "tests/spiral/test_spiral_equivariance.py",
         ],
