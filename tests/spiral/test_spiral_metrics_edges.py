@@ -79,8 +79,8 @@ def frc_integer_rings(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def test_frc_rings_of_a_large_image_match_integer_arithmetic() -> None:
-    """At ``L = 1928`` (the smallest such size) eight Fourier pixels lie within float32 rounding of a ring boundary: the
-    ring radii must be computed in float64 to put them in the right ring."""
+    """At ``L = 1928`` (the smallest such size) eight Fourier pixels lie within float32
+    rounding of a ring boundary: ring radii must be computed in float64 to put them right."""
     size = 1928
     rng = np.random.default_rng(7)
     ref = rng.normal(size=(size, size))
