@@ -47,7 +47,11 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     ),
     "reductions": ("src/ablation_paths/reductions.py", ["tests/test_reductions.py"]),
     "diagnostics": ("src/ablation_paths/diagnostics.py", ["tests/test_diagnostics.py"]),
-    "result": ("src/ablation_paths/result.py", ["tests/test_roundtrip.py"]),
+    # save/load round trips, and the hostile-file tests of load's validation
+    "result": (
+        "src/ablation_paths/result.py",
+        ["tests/test_roundtrip.py", "tests/test_hostile.py"],
+    ),
     "baselines": ("src/ablation_paths/baselines.py", ["tests/test_baseline_search.py"]),
     "bench.metrics": ("src/ablation_paths/bench/metrics.py", ["tests/test_bench_metrics.py"]),
     # the report's escaping: the template renderer, and report.py judged by the report's unit

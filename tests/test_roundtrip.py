@@ -107,3 +107,54 @@ def test_summary_and_windowed_heatmap(tiny_model, tiny_image):
     got = r.heatmap("average", window=True)
     assert got.dtype == torch.float64
     torch.testing.assert_close(got, h * torch.from_numpy(window), rtol=1e-12, atol=0)
+
+
+def test_summary_keys_and_values(tiny_model, tiny_image):
+    """Every key of the summary, and ``settings`` = the config (``{}`` when there is none)."""
+    r = ap.explain(tiny_model, tiny_image, 1, class_names=NAMES, **FAST)
+    r.info["extra"] = 7
+    want = {
+        "target": 1,
+        "target_name": "b",
+        "score": r.score,
+        "features": "pixel",
+        "path_score": r.path_score,
+        "saturation": r.saturation,
+        "iterations": r.iterations,
+        "converged": r.converged,
+        "stopped": r.stopped,
+        "pinned": r.pinned,
+        "class_transition_time": r.class_transition_time,
+        "target_prob_image": float(r.probs[0, 1]),
+        "target_prob_baseline": float(r.probs[-1, 1]),
+        "settings": r.info["config"],
+    }
+    want.update({k: v for k, v in r.info.items() if k != "config"})
+    s = r.summary()
+    assert s == want and "config" not in s and s["extra"] == 7
+    bare = dataclasses.replace(r, info={"extra": 1})
+    assert bare.summary()["settings"] == {} and bare.summary()["extra"] == 1
+
+
+def test_heatmap_default_is_unwindowed_and_the_window_follows_the_device(tiny_model, tiny_image):
+    r = ap.explain(tiny_model, tiny_image, 1, **FAST)
+    assert torch.equal(r.heatmap(), r.heatmaps[r.default_reduction])
+    r.heatmaps["average"] = torch.zeros(8, 6, device="meta")
+    assert r.heatmap("average", window=True).device == torch.device("meta")
+
+
+def test_optional_metadata_keys_take_their_defaults(tiny_model, tiny_image, tmp_path):
+    """A file without ``features``, ``history`` or ``info`` (older writers) loads as pixel
+    features with an empty history and info."""
+    r = ap.explain(tiny_model, tiny_image, 1, **FAST)
+    f = r.save(tmp_path / "r.npz")
+    with np.load(f) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(arrays["meta"].tobytes().decode())
+    for key in ("features", "history", "info"):
+        del meta[key]
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "old.npz", **arrays)
+    back = load(tmp_path / "old.npz")
+    assert back.features == "pixel" and back.history == [] and back.info == {}
+    assert torch.equal(back.path, r.path)
