@@ -47,10 +47,11 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     ),
     "reductions": ("src/ablation_paths/reductions.py", ["tests/test_reductions.py"]),
     "diagnostics": ("src/ablation_paths/diagnostics.py", ["tests/test_diagnostics.py"]),
-    # save/load round trips, and the hostile-file tests of load's validation
+    # save/load round trips, and the hostile-file tests of load's validation (not the ones
+    # that run the command line or send signals to subprocesses: seconds each)
     "result": (
         "src/ablation_paths/result.py",
-        ["tests/test_roundtrip.py", "tests/test_hostile.py"],
+        ["tests/test_roundtrip.py", "tests/test_hostile.py", "-k", "not cli and not sig"],
     ),
     "baselines": ("src/ablation_paths/baselines.py", ["tests/test_baseline_search.py"]),
     "bench.metrics": ("src/ablation_paths/bench/metrics.py", ["tests/test_bench_metrics.py"]),

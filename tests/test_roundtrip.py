@@ -158,3 +158,121 @@ def test_optional_metadata_keys_take_their_defaults(tiny_model, tiny_image, tmp_
     back = load(tmp_path / "old.npz")
     assert back.features == "pixel" and back.history == [] and back.info == {}
     assert torch.equal(back.path, r.path)
+
+
+def _rewrite(src, dst, meta=None, arrays=None, drop=()):
+    """Copy a saved result with some metadata keys / arrays replaced or dropped."""
+    with np.load(src) as data:
+        items = {k: data[k] for k in data.files}
+    m = json.loads(items.pop("meta").tobytes())
+    m.update(meta or {})
+    items.update(arrays or {})
+    for k in drop:
+        items.pop(k, None)
+        m.pop(k, None)
+    items["meta"] = np.frombuffer(json.dumps(m).encode(), np.uint8)
+    np.savez(dst, **items)
+    return dst
+
+
+@pytest.fixture
+def saved(tiny_model, tiny_image, tmp_path):
+    """A straddling result (T = 4 interior samples, 5 classes, a 3 x 32 x 32 image) saved."""
+    r = ap.explain(tiny_model, tiny_image, 1, score="straddle", class_names=NAMES, **FAST)
+    return r, r.save(tmp_path / "r.npz")
+
+
+def _bad_shapes(r):
+    t, k, path_shape = r.path.shape[0], r.probs.shape[1], tuple(r.path.shape)
+    z = np.zeros
+    return [
+        ({}, {"times": np.array(["a"] * t)}, "array 'times' has non-numeric dtype <U1"),
+        ({}, {"path": z(t)}, f"'path' has shape ({t},)"),
+        (
+            {},
+            {"probs": z((t + 2, 0))},
+            f"'probs' has shape ({t + 2}, 0), expected ({t + 2}, classes)",
+        ),
+        ({}, {"probs": z((t + 2, k, 1))}, f"'probs' has shape ({t + 2}, {k}, 1), expected"),
+        ({"target": k}, {}, f"target {k} is out of range for {k} classes"),
+        ({"target": -1}, {}, f"target -1 is out of range for {k} classes"),
+        ({"class_names": NAMES[:-1]}, {}, f"{k - 1} class names for {k} classes"),
+        (
+            {},
+            {"image": z((2, 32, 32)), "baseline_image": z((2, 32, 32))},
+            "'image' has shape (2, 32, 32), expected (C, H, W)",
+        ),
+        (
+            {},
+            {"image": z((3, 0, 32)), "baseline_image": z((3, 0, 32))},
+            "'image' has shape (3, 0, 32)",
+        ),
+        (
+            {},
+            {"image": z((3, 32, 0)), "baseline_image": z((3, 32, 0))},
+            "'image' has shape (3, 32, 0)",
+        ),
+        ({}, {"image": z((32, 32)), "baseline_image": z((32, 32))}, "'image' has shape (32, 32)"),
+        (
+            {},
+            {"baseline_image": z((3, 32, 31))},
+            "'baseline_image' has shape (3, 32, 31), the image (3, 32, 32)",
+        ),
+        (
+            {},
+            {"masks_image": z((t + 2, 32, 31))},
+            f"'masks_image' has shape ({t + 2}, 32, 31), expected ({t + 2}, 32, 32)",
+        ),
+        (
+            {},
+            {"frames": z((t + 1, 3, 32, 32), np.uint8)},
+            f"'frames' has shape ({t + 1}, 3, 32, 32), expected ({t + 2}, 3, 32, 32)",
+        ),
+        ({}, {"path_down": z((t + 1, *path_shape[1:]))}, f"'path_down' has shape ({t + 1}, "),
+        (
+            {},
+            {"probs_down": z((t + 2, k + 1))},
+            f"'probs_down' has shape ({t + 2}, {k + 1}), expected ({t + 2}, {k})",
+        ),
+    ]
+
+
+def test_load_names_each_inconsistent_shape(saved, tmp_path):
+    """Every shape check of ``load`` with its full message (the file name, then the problem)."""
+    from ablation_paths.result import ResultFileError
+
+    r, f = saved
+    for i, (meta, arrays, message) in enumerate(_bad_shapes(r)):
+        bad = _rewrite(f, tmp_path / f"bad{i}.npz", meta=meta, arrays=arrays)
+        with pytest.raises(ResultFileError) as err:
+            load(bad)
+        prefix = f"{bad} is not a valid ablation-paths result: "
+        assert str(err.value).startswith(prefix + message), (i, str(err.value))
+
+
+def test_load_accepts_the_edges_of_each_check(saved, tmp_path):
+    """Targets 0 and ``K - 1``, no class names, a one-channel image, one path sample."""
+    r, f = saved
+    k = r.probs.shape[1]
+    for target in (0, k - 1):
+        assert (
+            load(_rewrite(f, tmp_path / f"t{target}.npz", meta={"target": target})).target == target
+        )
+    assert load(_rewrite(f, tmp_path / "n.npz", meta={"class_names": None})).class_names is None
+    t = r.path.shape[0]
+    gray = {
+        "image": np.zeros((1, 32, 32), np.float32),
+        "baseline_image": np.zeros((1, 32, 32), np.float32),
+        "frames": np.zeros((t + 2, 1, 32, 32), np.uint8),
+    }
+    assert load(_rewrite(f, tmp_path / "g.npz", arrays=gray)).image.shape == (1, 32, 32)
+    one = {
+        "path": r.path[:1].numpy(),
+        "path_down": r.path_down[:1].numpy(),
+        "times": r.times[:1].numpy(),
+        "probs": r.probs[:3].numpy(),
+        "probs_down": r.probs_down[:3].numpy(),
+        "frames": np.zeros((3, 3, 32, 32), np.uint8),
+        "masks_image": np.zeros((3, 32, 32), np.float32),
+    }
+    assert load(_rewrite(f, tmp_path / "one.npz", arrays=one)).path.shape[0] == 1
