@@ -276,3 +276,80 @@ def test_load_accepts_the_edges_of_each_check(saved, tmp_path):
         "masks_image": np.zeros((3, 32, 32), np.float32),
     }
     assert load(_rewrite(f, tmp_path / "one.npz", arrays=one)).path.shape[0] == 1
+
+
+def _bad_metadata(r):
+    t, k = r.path.shape[0], r.probs.shape[1]
+    probs_hi = r.probs.numpy().copy()
+    probs_hi[0, 0] = 1.5
+    nan_times = r.times.numpy().copy()
+    nan_times[0] = np.nan
+    return [
+        ({"version": "1"}, {}, "metadata 'version' is not an integer"),
+        ({"target": "1"}, {}, "'target' is not an integer"),
+        ({"score": "best"}, {}, "unknown score 'best'"),
+        ({"path_score": "x"}, {}, "'path_score' is not a finite number"),
+        ({"iterations": -1}, {}, "'iterations' is not a non-negative integer"),
+        ({"converged": "yes"}, {}, "'converged' is not true/false"),
+        ({"stopped": "tired"}, {}, "unknown 'stopped' 'tired'"),
+        ({"features": 3}, {}, "'features' is not a string"),
+        ({"class_names": [1, 2]}, {}, "'class_names' is not a list of strings"),
+        ({"target_name": 5}, {}, "'target_name' is not a string"),
+        ({"history": [1]}, {}, "'history' is not a list of objects"),
+        ({"history": {"a": 1}}, {}, "'history' is not a list of objects"),
+        ({"info": [1]}, {}, "'info' is not an object"),
+        ({}, {"times": nan_times}, "array 'times' has NaN or infinite values"),
+        ({}, {"probs": probs_hi}, "'probs' holds values outside [0, 1]"),
+        ({}, {"probs": -r.probs.numpy()}, "'probs' holds values outside [0, 1]"),
+        ({}, {"times": np.zeros(t + 1)}, f"'times' has shape ({t + 1},), expected ({t},)"),
+        (
+            {},
+            {"heatmap_average": np.zeros((32, 31))},
+            "'heatmap_average' has shape (32, 31), expected (32, 32)",
+        ),
+        (
+            {},
+            {"probs_complement": np.zeros((t + 2, k + 1))},
+            f"'probs_complement' has shape ({t + 2}, {k + 1}), expected ({t + 2}, {k})",
+        ),
+    ]
+
+
+def test_load_names_each_bad_metadata_value(saved, tmp_path):
+    from ablation_paths.result import ResultFileError
+
+    r, f = saved
+    for i, (meta, arrays, message) in enumerate(_bad_metadata(r)):
+        bad = _rewrite(f, tmp_path / f"meta{i}.npz", meta=meta, arrays=arrays)
+        with pytest.raises(ResultFileError) as err:
+            load(bad)
+        assert str(err.value) == f"{bad} is not a valid ablation-paths result: {message}", i
+
+
+def test_load_rejects_non_object_metadata_and_names_missing_arrays(saved, tmp_path):
+    from ablation_paths.result import ResultFileError
+
+    r, f = saved
+    with np.load(f) as data:
+        items = {k: data[k] for k in data.files}
+    items["meta"] = np.frombuffer(b"[1, 2]", np.uint8)
+    np.savez(tmp_path / "list.npz", **items)
+    with pytest.raises(ResultFileError) as err:
+        load(tmp_path / "list.npz")
+    prefix = f"{tmp_path / 'list.npz'} is not a valid ablation-paths result: "
+    assert str(err.value) == prefix + "metadata is not a JSON object"
+    two = _rewrite(f, tmp_path / "two.npz", drop=("times", "image"))
+    with pytest.raises(ResultFileError) as err:
+        load(two)
+    prefix = f"{two} is not a valid ablation-paths result: "
+    assert str(err.value) == prefix + "missing arrays: times, image"
+
+
+def test_load_accepts_zero_iterations_and_probabilities_at_0_and_1(saved, tmp_path):
+    r, f = saved
+    probs = r.probs.numpy().copy()
+    probs[0] = 0.0
+    probs[0, 0] = 1.0
+    back = load(_rewrite(f, tmp_path / "edge.npz", meta={"iterations": 0}, arrays={"probs": probs}))
+    assert back.iterations == 0 and float(back.probs[0, 0]) == 1.0 and float(back.probs[0, 1]) == 0
+    assert back.target_name == "b" and back.features == "pixel"
