@@ -129,6 +129,8 @@ def test_templates_are_read_as_utf8_whatever_the_locale() -> None:
 
     want = (Path(templates.__file__).parent / "report.html").read_bytes().decode("utf-8")
     assert any(ord(c) > 127 for c in want)
+    # also read here, so that mutmut (which picks tests by the functions they call) runs it
+    assert templates.template_text("report.html") == want
     env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0"}
     env["PYTHONCOERCECLOCALE"] = "0"
     env["PYTHONPATH"] = str(Path(templates.__file__).parents[2])  # this very package
