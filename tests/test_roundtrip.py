@@ -353,3 +353,52 @@ def test_load_accepts_zero_iterations_and_probabilities_at_0_and_1(saved, tmp_pa
     back = load(_rewrite(f, tmp_path / "edge.npz", meta={"iterations": 0}, arrays={"probs": probs}))
     assert back.iterations == 0 and float(back.probs[0, 0]) == 1.0 and float(back.probs[0, 1]) == 0
     assert back.target_name == "b" and back.features == "pixel"
+
+
+def test_load_size_cap_counts_every_member(saved, tmp_path):
+    """The cap is on the *sum* of the declared member sizes, inclusive."""
+    import zipfile
+
+    from ablation_paths.result import ResultFileError
+
+    _, f = saved
+    with zipfile.ZipFile(f) as zf:
+        sizes = [i.file_size for i in zf.infolist()]
+    total = sum(sizes)
+    assert load(f, max_bytes=total).path is not None
+    for cap in (total - 1, max(sizes)):
+        with pytest.raises(ResultFileError, match="declares more than"):
+            load(f, max_bytes=cap)
+
+
+def test_load_reads_npy_format_version_2_members(saved, tmp_path):
+    import zipfile
+
+    r, f = saved
+    with np.load(f) as data:
+        items = {k: data[k] for k in data.files}
+    v2 = tmp_path / "v2.npz"
+    with zipfile.ZipFile(v2, "w") as zf:
+        for name, arr in items.items():
+            with zf.open(name + ".npy", "w") as fh:
+                np.lib.format.write_array(fh, arr, version=(2, 0))
+    back = load(v2)
+    assert torch.equal(back.path, r.path) and torch.equal(back.probs, r.probs)
+
+
+def test_load_accepts_one_class_and_one_pixel_high_or_wide_images(saved, tmp_path):
+    r, f = saved
+    t = r.path.shape[0]
+    one_class = {"probs": np.ones((t + 2, 1)), "probs_down": np.ones((t + 2, 1))}
+    meta = {"target": 0, "class_names": None, "target_name": None}
+    back = load(_rewrite(f, tmp_path / "k1.npz", meta=meta, arrays=one_class))
+    assert back.probs.shape == (t + 2, 1)
+    for h, w in ((1, 32), (32, 1)):
+        arrays = {
+            "image": np.zeros((3, h, w), np.float32),
+            "baseline_image": np.zeros((3, h, w), np.float32),
+            "frames": np.zeros((t + 2, 3, h, w), np.uint8),
+            "masks_image": np.zeros((t + 2, h, w), np.float32),
+        }
+        arrays.update({f"heatmap_{k}": np.zeros((h, w), np.float32) for k in r.heatmaps})
+        assert load(_rewrite(f, tmp_path / f"{h}x{w}.npz", arrays=arrays)).image.shape == (3, h, w)
