@@ -114,8 +114,9 @@ class AblationPathConfig:
             probabilities, score and heatmaps are always evaluated in the model's own precision
             afterwards, so reduced precision only changes the search direction.
         sharpen: break the ties of the average and class-transition heatmaps' top plateau
-            pixel by pixel (:mod:`ablation_paths.sharpening`; changes no value by more than
-            ``1e-5``). Used by :func:`ablation_paths.explain`, not by the optimiser.
+            towards the centre of the region the path keeps longest
+            (:mod:`ablation_paths.sharpening`; changes no value by more than ``1e-5``). Used by
+            :func:`ablation_paths.explain`, not by the optimiser.
     """
 
     n_steps: int = 16
@@ -132,7 +133,7 @@ class AblationPathConfig:
     batch_size: int | None = 32
     monotonize: str = "minimax"
     score_with_ends: bool = False
-    n_steps_start: int | None = None
+    n_steps_start: int | None = 4
     refine_every: int = 3
     sharpen: bool = True
     precision: str = "float32"

@@ -58,7 +58,7 @@ from ablation_paths.paths import path_times, saturation
 from ablation_paths.reductions import average, class_transition, contrastive_average, influence
 from ablation_paths.result import AblationPathResult
 from ablation_paths.scores import n_paths, orientation, score_terms, score_value
-from ablation_paths.sharpening import segment_attribution, sharpen, top_segment
+from ablation_paths.sharpening import region_depth, sharpen, top_region
 
 __all__ = [
     "ExplainRequest",
@@ -272,15 +272,15 @@ def reduce(
     evaluation: PathEvaluation,
     score: str,
     target: int,
-    classifier: ClassifierFn | None = None,
+    sharpened: bool = True,
 ) -> dict[str, Tensor]:
     """Stage 5: heatmaps ``[H, W]`` (CPU, float): the reductions of thesis 2.7.2 (average,
     class transition, influence; the contrastive average for a pair) and the space's own.
 
-    With ``classifier`` (and ``sharpen`` on in the config, the default), the ties of the
-    average and class-transition maps' top plateau are broken pixel by pixel by the
-    attribution of the segment in which that plateau is removed
-    (:mod:`ablation_paths.sharpening`); no value moves by more than ``SHARPEN_SCALE``.
+    With ``sharpened`` (``sharpen`` in the config, the default), the ties of the average and
+    class-transition maps' top plateau are broken towards the centre of the region the path
+    keeps longest (:mod:`ablation_paths.sharpening`); no value moves by more than
+    ``SHARPEN_SCALE``.
     """
     path, orient = opt.paths[0], orientation(score)
     maps = {
@@ -290,12 +290,12 @@ def reduce(
     }
     if n_paths(score) == 2:
         maps["contrastive"] = contrastive_average(opt.paths[0], opt.paths[1])
-    heatmaps = {k: space.to_image(v) for k, v in maps.items()}
-    if classifier is not None:
-        attribution = segment_attribution(classifier, *top_segment(space, path, orient), target)
+    heatmaps = {k: space.to_image(v).double().cpu() for k, v in maps.items()}
+    if sharpened:
+        depth = region_depth(top_region(space, path, orient))
         for name in ("average", "class_transition"):
-            heatmaps[name] = sharpen(heatmaps[name].double(), attribution.double())
-    heatmaps = {k: v.float().cpu() for k, v in heatmaps.items()}
+            heatmaps[name] = sharpen(heatmaps[name], depth)
+    heatmaps = {k: v.float() for k, v in heatmaps.items()}
     extra = space.extra_heatmaps(path, evaluation.probs[0], target)
     heatmaps.update({k: v.float().cpu() for k, v in extra.items()})
     return heatmaps
@@ -391,8 +391,9 @@ def explain_once(
     space = build_space(prepared, baseline, request, options)
     opt = optimise(prepared, space, request)
     evaluation = evaluate_path(prepared, space, opt, request)
-    classifier = prepared.classifier if request.config.sharpen else None
-    heatmaps = reduce(space, opt, evaluation, request.score, prepared.target, classifier)
+    heatmaps = reduce(
+        space, opt, evaluation, request.score, prepared.target, request.config.sharpen
+    )
     return assemble(prepared, baseline, space, opt, evaluation, heatmaps, request, options)
 
 
