@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import torch
-from test_baseline_search import GRID, StdClassifier, analytic_std, cosine_image
 
 from ablation_paths.baselines import blurred_baseline
 from ablation_paths.inputs import ClassifierFn
+from test_baseline_search import GRID, StdClassifier, analytic_std, cosine_image
 
 
 class Counting(ClassifierFn):

@@ -6,9 +6,7 @@ import torch
 from torch import nn
 
 import ablation_paths as ap
-from ablation_paths.mask_spaces import PixelMaskSpace
-from ablation_paths.paths import affine_path
-from ablation_paths.sharpening import SHARPEN_SCALE, region_depth, sharpen, top_region
+from ablation_paths.sharpening import SHARPEN_SCALE, region_depth, sharpen, top_plateau
 
 
 def brute_depth(region: np.ndarray) -> np.ndarray:
@@ -42,19 +40,12 @@ def test_region_depth_of_a_rectangle_at_the_border():
         region_depth(torch.zeros(3, 3))
 
 
-def test_top_region_is_kept_longest_or_removed_first():
-    image = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(2))
-    space = PixelMaskSpace(image, torch.zeros_like(image), (8, 8))
-    path = affine_path(3, (8, 8)).clone()
-    path[:, :2, :2] = 0.0  # kept through the whole path
-    path[:, 6:, 6:] = 1.0  # removed from the start
-    keep = top_region(space, path, "retain")
-    assert keep.dtype == torch.bool and keep.shape == (8, 8)
-    assert keep[:2, :2].all() and int(keep.sum()) == 4
-    gone = top_region(space, path, "dissipate")
-    assert gone[6:, 6:].all() and int(gone.sum()) == 4
-    with pytest.raises(ValueError, match="orientation"):
-        top_region(space, path, "sideways")
+def test_top_plateau_is_the_set_of_ties_at_the_maximum():
+    h = torch.tensor([[2.0, 2.0 - 1e-7, 1.9], [float("nan"), 2.0, -5.0]])
+    assert top_plateau(h).tolist() == [[True, True, False], [False, True, False]]
+    # the tolerance is relative to the largest magnitude (here 5), not to the maximum
+    assert top_plateau(h, rtol=0.03).tolist() == [[True, True, True], [False, True, False]]
+    assert not top_plateau(torch.full((2, 2), float("nan"))).any()
 
 
 def test_sharpen_breaks_ties_and_keeps_tiers():
@@ -102,11 +93,3 @@ def test_explain_points_inside_a_small_patch_only_when_sharpened():
         r, c = divmod(int(h1.argmax()), 32)
         assert 18 <= r <= 23 and 18 <= c <= 23, (name, r, c)
     torch.testing.assert_close(plain.heatmaps["influence"], sharp.heatmaps["influence"])
-
-
-def test_top_region_leaves_out_undecided_features():
-    image = torch.rand(3, 4, 4, generator=torch.Generator().manual_seed(0))
-    space = PixelMaskSpace(image, torch.zeros_like(image), (4, 4))
-    half = affine_path(1, (4, 4))  # phi(1/2) = 1/2 everywhere: neither kept nor removed
-    assert not top_region(space, half, "retain").any()
-    assert not top_region(space, half, "dissipate").any()

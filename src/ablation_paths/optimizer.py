@@ -114,9 +114,8 @@ class AblationPathConfig:
             probabilities, score and heatmaps are always evaluated in the model's own precision
             afterwards, so reduced precision only changes the search direction.
         sharpen: break the ties of the average and class-transition heatmaps' top plateau
-            towards the centre of the region the path keeps longest
-            (:mod:`ablation_paths.sharpening`; changes no value by more than ``1e-5``). Used by
-            :func:`ablation_paths.explain`, not by the optimiser.
+            towards the plateau's centre (:mod:`ablation_paths.sharpening`; changes no value
+            by more than ``1e-5``). Used by :func:`ablation_paths.explain`, not the optimiser.
     """
 
     n_steps: int = 16

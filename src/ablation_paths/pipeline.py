@@ -58,7 +58,7 @@ from ablation_paths.paths import path_times, saturation
 from ablation_paths.reductions import average, class_transition, contrastive_average, influence
 from ablation_paths.result import AblationPathResult
 from ablation_paths.scores import n_paths, orientation, score_terms, score_value
-from ablation_paths.sharpening import region_depth, sharpen, top_region
+from ablation_paths.sharpening import region_depth, sharpen, top_plateau
 
 __all__ = [
     "ExplainRequest",
@@ -278,9 +278,8 @@ def reduce(
     class transition, influence; the contrastive average for a pair) and the space's own.
 
     With ``sharpened`` (``sharpen`` in the config, the default), the ties of the average and
-    class-transition maps' top plateau are broken towards the centre of the region the path
-    keeps longest (:mod:`ablation_paths.sharpening`); no value moves by more than
-    ``SHARPEN_SCALE``.
+    class-transition maps' top plateau are broken towards the plateau's centre
+    (:mod:`ablation_paths.sharpening`); no value moves by more than ``SHARPEN_SCALE``.
     """
     path, orient = opt.paths[0], orientation(score)
     maps = {
@@ -291,10 +290,8 @@ def reduce(
     if n_paths(score) == 2:
         maps["contrastive"] = contrastive_average(opt.paths[0], opt.paths[1])
     heatmaps = {k: space.to_image(v).double().cpu() for k, v in maps.items()}
-    if sharpened:
-        depth = region_depth(top_region(space, path, orient))
-        for name in ("average", "class_transition"):
-            heatmaps[name] = sharpen(heatmaps[name], depth)
+    for name in ("average", "class_transition") if sharpened else ():
+        heatmaps[name] = sharpen(heatmaps[name], region_depth(top_plateau(heatmaps[name])))
     heatmaps = {k: v.float() for k, v in heatmaps.items()}
     extra = space.extra_heatmaps(path, evaluation.probs[0], target)
     heatmaps.update({k: v.float().cpu() for k, v in extra.items()})
