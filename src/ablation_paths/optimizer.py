@@ -106,8 +106,8 @@ class AblationPathConfig:
             double them every ``refine_every`` iterations until ``n_steps`` (the path is
             resampled piecewise linearly, :func:`~ablation_paths.paths.resample_path`); the
             classifier's cost per iteration is proportional to the number of samples.
-            ``None``: ``n_steps`` from the start (the thesis's schedule). The stop rule only
-            applies at the full ``n_steps``.
+            ``None`` (or a value >= ``n_steps``): ``n_steps`` from the start (the thesis's
+            schedule). The stop rule only applies at the full ``n_steps``.
         refine_every: iterations spent at each coarse number of samples.
         precision: ``"float32"`` or a reduced precision (``"bfloat16"``, ``"float16"``) for
             the optimiser's forward and backward passes (``torch.autocast``); the path's
@@ -186,11 +186,8 @@ class AblationPathConfig:
             )
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}")
-        if self.n_steps_start is not None and not 1 <= self.n_steps_start <= self.n_steps:
-            raise ValueError(
-                f"n_steps_start must be in [1, n_steps={self.n_steps}] or None, "
-                f"got {self.n_steps_start}"
-            )
+        if self.n_steps_start is not None and self.n_steps_start < 1:
+            raise ValueError(f"n_steps_start must be >= 1 or None, got {self.n_steps_start}")
         if self.refine_every < 1:
             raise ValueError(f"refine_every must be >= 1, got {self.refine_every}")
         if self.precision not in PRECISIONS:
