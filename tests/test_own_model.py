@@ -214,3 +214,51 @@ def test_real_torchvision_resnet_with_a_local_weights_file(tmp_path) -> None:
     x = torch.rand(1, 3, 64, 64)
     torch.testing.assert_close(loaded.model(x), trained(x))
     assert loaded.class_names is not None and loaded.class_names[0] == "tench"
+
+
+@pytest.mark.slow
+def test_torchvision_tutorial_commands_run(tmp_path, monkeypatch, fake_torchvision) -> None:
+    """Section 7 of docs/own-model.md as a reader runs it, on the stand-in torchvision with
+    random weights: its ``ablation-paths`` commands and its Python block (``py``)."""
+    import dataclasses
+    import re
+    import shlex
+
+    import ablation_paths.api as api
+    from ablation_paths.cli import main
+    from ablation_paths.optimizer import AblationPathConfig
+    from ablation_paths.result import load
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "own-model.md").read_text("utf-8")
+    section = doc[doc.index("## 7. A torchvision") : doc.index("## 8.")]
+    commands = re.findall(r"^ablation-paths explain .*$", section, re.M)
+    blocks = re.findall(r"```py\n(.*?)```", section, re.S)
+    assert len(commands) == 2 and len(blocks) == 1
+
+    @dataclasses.dataclass(frozen=AblationPathConfig.__dataclass_params__.frozen)
+    class Fast(AblationPathConfig):  # the defaults, made fast
+        n_steps: int = 3
+        max_iterations: int = 1
+        mask_size: int = 4
+
+    monkeypatch.setattr(api, "AblationPathConfig", Fast)
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    pixels = lambda h, w: (rng.random((h, w, 3)) * 255).astype(np.uint8)  # noqa: E731
+    Image.fromarray(pixels(300, 451)).save("cat.jpg")
+    Path("photos").mkdir()
+    for name in ("a", "b"):
+        Image.fromarray(pixels(260, 300)).save(f"photos/{name}.png")
+    torch.manual_seed(1)
+    torch.save(FakeNet().state_dict(), "resnet50.pth")
+    for command in commands:
+        assert main(shlex.split(command)[1:] + ["--quiet"]) == 0, command
+    cat = load(tmp_path / "runs" / "cat" / "path.npz")
+    assert tuple(cat.image.shape[-2:]) == (224, 224) and cat.target_name is not None
+    assert (tmp_path / "runs" / "tabby" / "index.html").is_file()
+    tabby = load(tmp_path / "runs" / "tabby" / "a" / "path.npz")
+    assert tabby.target == 281 and tabby.target_name == "tabby"
+    namespace: dict = {"__name__": "tutorial"}
+    exec(compile(blocks[0], "own-model.md", "exec"), namespace)
+    assert namespace["result"].image.shape[-2:] == (224, 224)
+    assert sorted(namespace["run"].done) == ["a", "b"] and not namespace["run"].failed
