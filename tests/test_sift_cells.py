@@ -55,6 +55,32 @@ def test_block_shortcut_equals_brute_force_on_large_grids(block, seed):
     np.testing.assert_array_equal(labels, assign_cells(tree, (h, w), (h, w), sigma, eta, 1))
 
 
+@pytest.mark.parametrize("candidates", [1, 3, 16])
+def test_mixed_blocks_are_exact_with_any_candidate_count(monkeypatch, candidates):
+    # mixed blocks take each voxel's owner among the block centre's nearest keypoints within
+    # d_min + 2 delta, or query voxel by voxel when the ball may hold more: with 1 or 3
+    # candidates most blocks fall back, with 16 few do; small chunks exercise the chunk loop
+    from ablation_paths.sift import cells
+
+    monkeypatch.setattr(cells, "CANDIDATES", candidates)
+    monkeypatch.setattr(cells, "VOXEL_CHUNK", 37)
+    rng = np.random.default_rng(candidates)
+    h, w, eta, sigma = 64, 72, 4.0, 1.3
+    kp = np.stack(
+        [rng.uniform(0, w - 1, 90), rng.uniform(0, h - 1, 90), rng.exponential(1.0, 90) + 0.8], 1
+    )
+    tree = cKDTree(np.stack([kp[:, 0], kp[:, 1], eta * kp[:, 2]], 1))
+    labels = assign_cells(tree, (h // 2, w // 2), (h, w), sigma, eta, block=4)
+    ys, xs = (np.arange(h // 2) + 0.5) * 2 - 0.5, (np.arange(w // 2) + 0.5) * 2 - 0.5
+    gy, gx = np.meshgrid(ys, xs, indexing="ij")
+    d2 = (
+        (gx[..., None] - kp[:, 0]) ** 2
+        + (gy[..., None] - kp[:, 1]) ** 2
+        + eta**2 * (sigma - kp[:, 2]) ** 2
+    )
+    np.testing.assert_array_equal(labels, d2.argmin(-1))
+
+
 def test_larger_eta_prefers_keypoints_of_the_layer_scale():
     # two keypoints at the same place, different scales: each layer goes to the nearer scale
     kp = np.array([[10.0, 10.0, 1.0], [30.0, 30.0, 20.0]])

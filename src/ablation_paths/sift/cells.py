@@ -80,8 +80,60 @@ def assign_cells(
     known = uniform[by[:, None], bx[None, :]]
     labels = corner[by[:, None], bx[None, :]].copy()
     qy, qx = np.nonzero(~known)
-    labels[qy, qx] = _query(tree, ys[qy], xs[qx], z)
+    if qy.size:
+        span = (ys[ry], xs[rx])
+        labels[qy, qx] = _block_owners(tree, span, (by[qy], bx[qx]), ys[qy], xs[qx], z)
     return labels
+
+
+CANDIDATES = 16
+"""Nearest keypoints fetched per mixed block by :func:`_block_owners` (more are rarely needed;
+a block that might need more is queried voxel by voxel)."""
+
+VOXEL_CHUNK = 32768
+"""Voxels per brute-force chunk in :func:`_block_owners` (bounds its temporaries)."""
+
+
+def _block_owners(
+    tree: cKDTree,
+    span: tuple[np.ndarray, np.ndarray],
+    blocks: tuple[np.ndarray, np.ndarray],
+    ys: np.ndarray,
+    xs: np.ndarray,
+    z: float,
+) -> np.ndarray:
+    """Owners of voxels ``(ys, xs)`` (original pixels) in mixed blocks: exact nearest keypoints.
+
+    ``span``: the corner coordinates (rows, columns) of the block grid; ``blocks``: each voxel's
+    block (row, column). Block ``b`` has centre ``c`` and half-diagonal ``delta`` (over its
+    corners). For a voxel ``r`` of the block, ``|d_i(r) - d_i(c)| <= delta`` (triangle
+    inequality in the ``(x, y, eta sigma)`` metric), so its owner ``o`` has
+    ``d_o(c) <= d_min(c) + 2 delta``: one query of the :data:`CANDIDATES` nearest keypoints of
+    ``c`` per block, then a brute-force argmin over them per voxel. Blocks whose candidate ball
+    may hold more keypoints than that are queried voxel by voxel.
+    """
+    (sy, sx), (vby, vbx) = span, blocks
+    ub, inv = np.unique(vby * sx.size + vbx, return_inverse=True)
+    ub_y, ub_x = np.divmod(ub, sx.size)
+    cy, cx = (sy[ub_y] + sy[ub_y + 1]) / 2, (sx[ub_x] + sx[ub_x + 1]) / 2
+    delta = np.hypot(sy[ub_y + 1] - sy[ub_y], sx[ub_x + 1] - sx[ub_x]) / 2
+    k = min(CANDIDATES, tree.n)
+    dist, idx = tree.query(np.stack([cx, cy, np.full(cx.shape, z)], axis=1), k=k)
+    dist, idx = dist.reshape(-1, k), idx.reshape(-1, k)
+    bound = dist[:, :1] + 2 * delta[:, None] + 1e-9 * (1.0 + dist[:, :1])
+    cand = np.where(dist <= bound, idx, -1)  # [n_blocks, k]; -1 = not a candidate
+    pts = tree.data[np.maximum(cand, 0)]  # [n_blocks, k, 3]
+    pz2 = np.where(cand >= 0, (pts[..., 2] - z) ** 2, np.inf)
+    out = np.empty(ys.size, dtype=np.int64)
+    for lo in range(0, ys.size, VOXEL_CHUNK):  # [chunk, k] temporaries, not [n_voxels, k]
+        b, sl = inv[lo : lo + VOXEL_CHUNK], slice(lo, lo + VOXEL_CHUNK)
+        d2 = (pts[b, :, 0] - xs[sl, None]) ** 2 + (pts[b, :, 1] - ys[sl, None]) ** 2 + pz2[b]
+        out[sl] = cand[b, np.argmin(d2, axis=1)]
+    full = (dist[:, -1] <= bound[:, 0]) if k < tree.n else np.zeros(ub.size, dtype=bool)
+    redo = full[inv]  # the ball may hold more than k keypoints
+    if redo.any():
+        out[redo] = _query(tree, ys[redo], xs[redo], z)
+    return out
 
 
 def hard_cells(labels: np.ndarray, n_features: int) -> sp.csr_matrix:
