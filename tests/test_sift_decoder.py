@@ -1,6 +1,7 @@
 """The SIFT decoder: exactness (eq. 4.14, Lemma 8/10), linearity, smoothness (4.1.3C vs 4.1.3B),
 differentiability (4.2.4), dtype/device, errors."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -238,3 +239,53 @@ def test_residual_part_with_five_storage_levels():
     zeros = [torch.zeros(1, *lv.size, dtype=x.dtype) for lv in space.levels]
     want = upsample_levels(zeros[:-1] + [space.bands[-1]], [lv.size for lv in space.levels])
     torch.testing.assert_close(total, want, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("sizes", [[(6, 8), (3, 4), (1, 2)], [(5, 7), (5, 7)], [(4, 6)]])
+def test_decode_levels_equals_dense_matrices_and_bilinear_upsampling(sizes):
+    # reference: dense Z^rho @ theta per level, reshaped to [B, C, h, w] and added coarse to
+    # fine with torch's bilinear upsampling (align_corners=False); levels of equal size add
+    # directly. Gradient: the transposes of the same dense matrices.
+    import scipy.sparse as sp
+    import torch.nn.functional as F
+
+    from ablation_paths.sift.decoder import SparseLevel, decode_levels, to_torch_csr
+
+    rng = np.random.default_rng(len(sizes))
+    k, c, b = 5, 2, 3
+    levels, dense = [], []
+    for size in sizes:
+        m = sp.random(c * size[0] * size[1], k, density=0.4, random_state=rng, format="csr")
+        dense.append(torch.from_numpy(m.toarray()))
+        levels.append(
+            SparseLevel(
+                factor=1,
+                size=size,
+                channels=c,
+                matrix=to_torch_csr(m, torch.float64, "cpu"),
+                matrix_t=to_torch_csr(m.T, torch.float64, "cpu"),
+            )
+        )
+    gains = torch.from_numpy(rng.normal(size=(b, k))).requires_grad_(True)
+    out = decode_levels(levels, gains, sizes[0])
+    want = None
+    for z, size in zip(dense[::-1], sizes[::-1], strict=True):
+        y = (z @ gains.detach().T).T.reshape(b, c, *size)
+        if want is not None and tuple(want.shape[-2:]) != size:
+            want = F.interpolate(want, size=size, mode="bilinear", align_corners=False)
+        want = y if want is None else want + y
+    assert out.shape == (b, c, *sizes[0]) and out.is_contiguous()
+    torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
+    weights = torch.from_numpy(rng.normal(size=tuple(out.shape)))
+    (out * weights).sum().backward()
+    ref = gains.detach().clone().requires_grad_(True)
+    want2 = None
+    for z, size in zip(dense[::-1], sizes[::-1], strict=True):
+        y = (z @ ref.T).T.reshape(b, c, *size)
+        if want2 is not None and tuple(want2.shape[-2:]) != size:
+            want2 = F.interpolate(want2, size=size, mode="bilinear", align_corners=False)
+        want2 = y if want2 is None else want2 + y
+    (want2 * weights).sum().backward()
+    torch.testing.assert_close(gains.grad, ref.grad, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="image size"):
+        decode_levels(levels, gains, (sizes[0][0] + 1, sizes[0][1]))
