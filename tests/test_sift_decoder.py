@@ -289,3 +289,52 @@ def test_decode_levels_equals_dense_matrices_and_bilinear_upsampling(sizes):
     torch.testing.assert_close(gains.grad, ref.grad, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="image size"):
         decode_levels(levels, gains, (sizes[0][0] + 1, sizes[0][1]))
+
+
+@pytest.mark.parametrize("smooth", [False, True])
+def test_residual_parts_equal_brute_force_cells_on_a_non_square_image(smooth):
+    # every feature's residual-layer part, D_res(e_j) = upsample(T_res * chi_j), against cells
+    # built from scratch: owners by the brute-force argmin of eq. 4.18 (|r - r_j|^2 +
+    # eta^2 (sigma - sigma_j)^2) on the coarsest grid, blurred per axis with SciPy
+    # (sigma * h / H rows, sigma * w / W columns; eq. 4.27) or hard (4.1.3B); cutoff 0
+    from scipy.ndimage import gaussian_filter
+
+    from ablation_paths.sift.scale_space import level_coords, scale_space, upsample_levels
+
+    x = _natural("coffee", 64, torch.float64)[:, 8:56, :]  # 48 x 64
+    hh, ww = x.shape[-2:]
+    d = decompose(x, cutoff=0.0, smooth_cells=smooth, eta=3.0)
+    space = scale_space(x)
+    assert [lv.factor for lv in d.levels] == [lv.factor for lv in space.levels] == [1, 2, 4]
+    assert d.n_voxels == sum(lv.size[0] * lv.size[1] * len(lv.layers) for lv in space.levels)
+    top = space.levels[-1]
+    sig = space.layers[-1].sigma
+    ys, xs = level_coords(top.size, (hh, ww))
+    gy, gx = np.meshgrid(ys.numpy(), xs.numpy(), indexing="ij")
+    kp = d.keypoints
+    d2 = (gx[..., None] - kp.x) ** 2 + (gy[..., None] - kp.y) ** 2 + 9.0 * (sig - kp.sigma) ** 2
+    owner = d2.argmin(-1)
+    idx = list(range(d.num_features))
+    got = d._decode_residual(idx)
+    zeros = [torch.zeros(3, *lv.size, dtype=x.dtype) for lv in space.levels[:-1]]
+    blur = (sig * top.size[0] / hh, sig * top.size[1] / ww)
+    for j in idx:
+        chi = (owner == j).astype(float)
+        if smooth:
+            chi = gaussian_filter(chi, blur, mode="reflect", truncate=4.0)
+        part = space.bands[-1] * torch.from_numpy(chi)
+        want = upsample_levels([*zeros, part], [lv.size for lv in space.levels])
+        torch.testing.assert_close(got[j], want, rtol=1e-9, atol=1e-12)
+
+
+def test_sigma_max_caps_the_layers_and_the_detected_scales(image):
+    # sigma_max = 6 px: the residual starts at the first sample above it (0.8 * 2^3 = 6.4), so
+    # the largest-scale keypoint of the default grid (sigma about 5.4 on this image) is gone
+    from ablation_paths.sift import find_keypoints
+
+    full = find_keypoints(image)
+    capped = find_keypoints(image, sigma_max=6.0)
+    assert full.sigma.max() > 5.0 > capped.sigma.max()
+    d = decompose(image, sigma_max=6.0)
+    np.testing.assert_array_equal(d.keypoints.as_array(), capped.as_array())
+    assert d.layers[-1].sigma_lo == pytest.approx(6.4)
