@@ -2,9 +2,9 @@
 
 One sparse matrix ``Z^rho`` per resolution level maps the gains ``theta in R^K`` to that level's
 summed contribution ``sum_{l in level} sum_i theta_i chi^_{i,l} T_l`` (all channels stacked); the
-levels are upsampled bilinearly, coarse to fine, and added (as in :func:`upsample_levels`). The map is
-linear, so its Jacobian is the matrix itself; backpropagation multiplies by the stored transpose
-(``Z^T``), which is why both are kept (:mod:`ablation_paths.sparse`).
+levels are upsampled bilinearly, coarse to fine, and added (as in :func:`upsample_levels`). The
+map is linear, so its Jacobian is the matrix itself; backpropagation multiplies by the stored
+transpose (``Z^T``), which is why both are kept (:mod:`ablation_paths.sparse`).
 """
 
 from __future__ import annotations

@@ -160,9 +160,7 @@ def _max3x3(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def _layer_extrema(
-    st: np.ndarray, border: int, pre: float
-) -> tuple[np.ndarray, np.ndarray] | None:
+def _layer_extrema(st: np.ndarray, border: int, pre: float) -> tuple[np.ndarray, np.ndarray] | None:
     """Rows and columns of the 3x3x3 extrema of the middle layer of ``st`` ``[3, h, w]``.
 
     An extremum needs ``|D| > pre`` and at least ``border`` pixels to the edge; ``None`` if the
