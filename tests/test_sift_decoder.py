@@ -338,3 +338,17 @@ def test_sigma_max_caps_the_layers_and_the_detected_scales(image):
     d = decompose(image, sigma_max=6.0)
     np.testing.assert_array_equal(d.keypoints.as_array(), capped.as_array())
     assert d.layers[-1].sigma_lo == pytest.approx(6.4)
+
+
+def test_contrast_heatmap_defaults_are_table_4_2(dec):
+    # eq. 4.48 with sigma_HP = 5 and sigma_LP = 8 (Table 4.2), recomputed with SciPy on the
+    # decoded images: |x - gamma_5 * x| (Euclidean over colours), then gamma_8
+    from scipy.ndimage import gaussian_filter
+
+    g = torch.linspace(0.0, 1.0, dec.num_features)[None].repeat(2, 1)
+    g[1] = 1 - g[1]
+    x = dec.decode(g).double().numpy()
+    high = x - gaussian_filter(x, (0, 0, 5.0, 5.0), mode="reflect", truncate=4.0)
+    want = gaussian_filter(np.linalg.norm(high, axis=1), (0, 8.0, 8.0), mode="reflect")
+    got = dec.contrast_heatmap(g)
+    np.testing.assert_allclose(got.double().numpy(), want, rtol=1e-4, atol=1e-6)
