@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ablation_paths.inputs import Preprocess
 from ablation_paths.optimizer import AblationPathConfig
 from ablation_paths.result import AblationPathResult
 
@@ -247,6 +248,13 @@ class ManySettings:
     device: str | None = None
     feature_options: dict[str, Any] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    preprocess: Preprocess | None = None
+
+    def __post_init__(self) -> None:
+        if self.preprocess is not None and not self.preprocess.active:
+            self.preprocess = None
+        if self.preprocess is not None and self.image_size is not None:
+            raise ValueError("give either image_size (squash) or preprocess (resize + crop)")
 
     def fingerprint(self) -> str:
         """Short hash of every setting that changes a result (the model is not included)."""
@@ -271,6 +279,8 @@ class ManySettings:
             "image_size": self.image_size,
             "feature_options": self.feature_options,
         }
+        if self.preprocess is not None:  # absent otherwise: older runs keep their fingerprint
+            payload["preprocess"] = asdict(self.preprocess)
         blob = json.dumps(payload, sort_keys=True, default=str).encode("utf-8")
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -332,9 +342,12 @@ def _explain(
     target: int | str | None,
     settings: ManySettings,
 ) -> AblationPathResult:
+    image = _decode(payload)
+    if settings.preprocess is not None:
+        image = settings.preprocess.load(image)
     return explain(
         model,
-        _decode(payload),
+        image,
         target if target is not None else settings.target,
         score=settings.score,
         baseline=settings.baseline,
@@ -547,6 +560,7 @@ def explain_many(
     image_size: int | tuple[int, int] | None = None,
     device: str | torch.device | None = None,
     feature_options: dict[str, Any] | None = None,
+    preprocess: Preprocess | None = None,
     resume: bool = True,
     engine: str = "local",
     address: str | None = None,
@@ -566,15 +580,15 @@ def explain_many(
         images: a folder, glob, ``.txt`` list or iterable (see :func:`collect_images`).
         out: output folder (``OUT/NAME/`` per image, ``OUT/index.html`` the gallery).
         target, score, baseline, features, transform, config, class_names, image_size,
-            device, feature_options, options: as for :func:`ablation_paths.explain`; an
-            item's own target (a list's second column, a sample's label) wins over ``target``.
+            device, feature_options, options: as for :func:`ablation_paths.explain`; an item's
+            own target (a list's second column, a sample's label) wins over ``target``;
+            ``preprocess``: a resize + centre crop of every image (:class:`Preprocess`).
         resume: skip images already done (``False`` recomputes and replaces them).
         engine: ``"local"`` or ``"ray"``.
         address: Ray cluster address (``None``: a local instance, or the one already started).
         workers: Ray actors (default: one per GPU when there are GPUs, else one per CPU).
         max_restarts, max_task_retries: Ray actor restarts and task retries after a crash.
-        progress: show a progress bar over images.
-        gallery: write ``OUT/index.html`` at the end (also after an interrupt).
+        progress, gallery: a progress bar over images; ``OUT/index.html`` (also after Ctrl-C).
         figures: also write each image's Matplotlib figures (not needed by report or gallery).
         on_result: called with ``(name, result)`` after each image's folder is written.
 
@@ -598,6 +612,7 @@ def explain_many(
         device=str(device) if device is not None else None,
         feature_options=dict(feature_options) if feature_options else None,
         options=dict(options),
+        preprocess=preprocess,
     )
     fingerprint = settings.fingerprint()  # also validates the option names
     items = _outside(collect_images(images), Path(out))
