@@ -309,7 +309,9 @@ def evaluate_masks(
         with torch.enable_grad():
             with _autocast(chunk.device, precision):
                 logits = classifier(space.apply(chunk))
-            probs = torch.softmax(logits.float(), dim=1)
+            if precision != "float32":  # autocast's half-precision logits
+                logits = logits.float()
+            probs = torch.softmax(logits, dim=1)
             objective = (probs[:, target] * coefficients[start : start + size]).sum()
             if not objective.requires_grad:
                 raise ValueError(
