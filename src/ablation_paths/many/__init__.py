@@ -22,10 +22,11 @@ place with one ``os.replace``, so a kill at any moment leaves either a complete 
 A rerun skips done images, and refuses to mix results computed with other settings
 (``done.json`` records a fingerprint of them).
 
-Engines: ``"local"`` (this process) and ``"ray"`` (one actor per CPU slot, or per GPU when the
-cluster has GPUs; the model and the settings are put once into Ray's object store; actors are
-restarted and their tasks retried after a crash; results stream back and the driver writes
-them). Ctrl-C or SIGTERM stop the run; every finished image is kept.
+Engines: ``"local"`` (this process) and ``"ray"`` (the pool of :mod:`ablation_paths.raypool`,
+shared with the benchmark: one actor per CPU slot, or per GPU when the cluster has GPUs; the
+model and the settings are put once into Ray's object store; actors are restarted and their
+tasks retried after a crash, a dead actor's images go once to another; results stream back and
+the driver writes them). Ctrl-C or SIGTERM stop the run; every finished image is kept.
 """
 
 from __future__ import annotations
