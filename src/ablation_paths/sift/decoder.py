@@ -131,6 +131,15 @@ class _Bands:
         return torch.lerp(r.index_select(1, ix0), r.index_select(1, ix1), tx[None, :, None])
 
 
+def _decode_whole(levels: list[SparseLevel], gt: Tensor) -> Tensor:
+    """All levels summed at full size in the batch-innermost layout, then transposed once:
+    ``[K, B]`` gains -> ``[B, C, H, W]``. The route for CUDA and other devices (the CPU route
+    before the banded finest level; tests compare the two)."""
+    acc = _sum_levels(levels, gt)
+    assert acc is not None
+    return acc.permute(1, 0, 2, 3).contiguous()
+
+
 class _FineLevel(torch.autograd.Function):
     """``out[B, C, H, W] = (Z^0 theta^T + upsample(coarse))`` transposed, band by band (CPU)."""
 
@@ -196,9 +205,7 @@ def decode_levels(levels: list[SparseLevel], gains: Tensor, image_size: tuple[in
         raise ValueError(f"finest level {tuple(levels[0].size)} is not the image size {image_size}")
     gt = gains.T.contiguous()  # [K, B]
     if gains.device.type != "cpu":
-        acc = _sum_levels(levels, gt)
-        assert acc is not None
-        return acc.permute(1, 0, 2, 3).contiguous()
+        return _decode_whole(levels, gt)
     out = _FineLevel.apply(gt, _sum_levels(levels[1:], gt), levels[0])
     assert isinstance(out, Tensor)
     return out
