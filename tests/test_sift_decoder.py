@@ -443,6 +443,8 @@ def test_banded_decoder_equals_a_dense_reference(sizes, band, monkeypatch):
     ]
     g64 = torch.tensor(gains[:2], requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: decode_levels(levels64, t, sizes[0]), (g64,))
+    with pytest.raises(ValueError, match="share dtype"):
+        decode_levels(levels64, g64.detach().float(), sizes[0])
 
 
 @pytest.mark.parametrize("shape", [(40, 56), (97, 131), (64, 64)])

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ablation_paths.sift.scale_space import resample
-from ablation_paths.sparse import _scipy, sparse_matmul, to_torch_csr
+from ablation_paths.sparse import _check, _scipy, sparse_matmul, to_torch_csr
 
 __all__ = ["SparseLevel", "decode_levels", "sparse_matmul", "to_torch_csr"]
 
@@ -204,6 +204,7 @@ def decode_levels(levels: list[SparseLevel], gains: Tensor, image_size: tuple[in
     if tuple(levels[0].size) != tuple(image_size):
         raise ValueError(f"finest level {tuple(levels[0].size)} is not the image size {image_size}")
     gt = gains.T.contiguous()  # [K, B]
+    _check(levels[0].matrix, levels[0].matrix_t, gt, int(gt.shape[0]))
     if gains.device.type != "cpu":
         return _decode_whole(levels, gt)
     out = _FineLevel.apply(gt, _sum_levels(levels[1:], gt), levels[0])
