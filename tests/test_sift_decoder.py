@@ -395,21 +395,25 @@ def test_explicit_bilinear_matrix_is_torchs_upsampling():
         np.testing.assert_allclose(got, want.numpy(), rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("kernel", [True, False])
 @pytest.mark.parametrize("band", [1, 40, 1 << 18])
 @pytest.mark.parametrize(
     "sizes",
     [[(6, 8), (3, 4), (1, 2)], [(7, 9), (4, 5), (2, 3)], [(9, 5), (9, 5), (4, 3)], [(5, 7)]],
 )
-def test_banded_decoder_equals_a_dense_reference(sizes, band, monkeypatch):
+def test_banded_decoder_equals_a_dense_reference(sizes, band, kernel, monkeypatch):
     # the banded CPU decoder (any band height, including one row per band and a partial last
-    # band) against dense matrices with explicit bilinear upsampling: values in float64 and
-    # float32, and the gradient (dense transposes) in float64
+    # band; SciPy's row-range kernels or the public sliced-matrix fallback) against dense
+    # matrices with explicit bilinear upsampling: values in float64 and float32, and the
+    # gradient (dense transposes) in float64
     import scipy.sparse as sp
 
     from ablation_paths.sift import decoder
     from ablation_paths.sift.decoder import SparseLevel, decode_levels, to_torch_csr
 
     monkeypatch.setattr(decoder, "_BAND_ELEMENTS", band)
+    if not kernel:
+        monkeypatch.setattr(decoder, "_st", None)
     rng = np.random.default_rng(len(sizes) + sizes[0][0])
     k, c, b = 6, 3, 4
     mats = [sp.random(c * h * w, k, density=0.5, random_state=rng, format="csr") for h, w in sizes]

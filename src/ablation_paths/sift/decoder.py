@@ -6,9 +6,10 @@ levels are upsampled bilinearly, coarse to fine, and added (as in :func:`upsampl
 map is linear, so its Jacobian is the matrix itself; backpropagation multiplies by the stored
 transpose (``Z^T``), which is why both are kept (:mod:`ablation_paths.sparse`).
 
-On the CPU the finest level is decoded in bands of image rows (:class:`_FineLevel`): each band's
-sparse product, the bilinear upsampling of the coarser levels' sum onto the band and the
-transpose to ``[B, C, H, W]`` stay in the cache, and the output is the only full-size array.
+On the CPU each level is decoded in bands of image rows (:class:`_BandedLevel`): each band's
+sparse product, the bilinear upsampling of the coarser levels' sum onto the band and, at the
+finest level, the transpose to ``[B, C, H, W]`` stay in the cache, and the output is the only
+full-size array.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ from torch import Tensor
 
 from ablation_paths.sift.scale_space import resample
 from ablation_paths.sparse import _check, _scipy, sparse_matmul, to_torch_csr
+
+try:  # SciPy's CSR kernels, called on row ranges of a matrix without slicing it
+    from scipy.sparse import _sparsetools as _st
+except ImportError:  # pragma: no cover - a SciPy without the module: public API, slower
+    _st = None
 
 __all__ = ["SparseLevel", "decode_levels", "sparse_matmul", "to_torch_csr"]
 
@@ -86,37 +92,66 @@ def _linear_weights(n_in: int, n_out: int, dtype: torch.dtype) -> tuple[Tensor, 
     return i0, i1, (src - i0).to(dtype)
 
 
+def _rows_matmul_add(m: sp.csr_matrix, r0: int, r1: int, x: np.ndarray, y: np.ndarray) -> None:
+    """``y += m[r0:r1] @ x`` in place, for dense ``x`` ``[n, B]`` and C-contiguous ``y``
+    ``[r1 - r0, B]``. SciPy's CSR kernel runs on the row range directly (no sliced copy of the
+    matrix, no temporary result) when the dtypes agree."""
+    ptr = m.indptr[r0 : r1 + 1]
+    if _st is not None and m.data.dtype == x.dtype == y.dtype and y.flags.c_contiguous:
+        x = np.ascontiguousarray(x)
+        _st.csr_matvecs(
+            r1 - r0, m.shape[1], x.shape[1], ptr, m.indices, m.data, x.ravel(), y.ravel()
+        )
+    else:
+        y += _row_slice(m, r0, r1) @ x
+
+
+def _rows_rmatmul_add(m: sp.csr_matrix, r0: int, r1: int, g: np.ndarray, y: np.ndarray) -> None:
+    """``y += m[r0:r1]^T @ g`` in place, for dense ``g`` ``[r1 - r0, B]`` and C-contiguous ``y``
+    ``[n, B]`` (the CSR rows read as the CSC columns of the transpose)."""
+    ptr = m.indptr[r0 : r1 + 1]
+    if _st is not None and m.data.dtype == g.dtype == y.dtype and y.flags.c_contiguous:
+        g = np.ascontiguousarray(g)
+        _st.csc_matvecs(
+            m.shape[1], r1 - r0, g.shape[1], ptr, m.indices, m.data, g.ravel(), y.ravel()
+        )
+    else:
+        y += _row_slice(m, r0, r1).T @ g
+
+
+def _row_slice(m: sp.csr_matrix, r0: int, r1: int) -> sp.csr_matrix:
+    """Rows ``r0:r1`` of ``m`` sharing its data and indices."""
+    s, e = int(m.indptr[r0]), int(m.indptr[r1])
+    ptr = m.indptr[r0 : r1 + 1] - m.indptr[r0]
+    return sp.csr_matrix((m.data[s:e], m.indices[s:e], ptr), shape=(r1 - r0, m.shape[1]))
+
+
 @dataclass
 class _Bands:
-    """The finest level cut into bands of image rows, with the resampling of the coarse sum."""
+    """One level cut into bands of image rows, with the resampling of the coarse sum."""
 
-    matrix: sp.csr_matrix  # [C*H*W, K], a SciPy view of the finest level's matrix
+    matrix: sp.csr_matrix  # [C*H*W, K], a SciPy view of the level's matrix
     channels: int
     size: tuple[int, int]  # (H, W)
     rows: int  # image rows per band
     coarse: Tensor | None  # [C, h, w, B] contiguous: the coarser levels' sum
     weights: tuple[tuple[Tensor, Tensor, Tensor], ...] | None = None  # rows, columns
 
-    def blocks(self) -> list[tuple[int, int, int, sp.csr_matrix]]:
-        """``(channel, first row, end row, matrix rows of the band)`` for every band."""
-        (hh, ww), m, out = self.size, self.matrix, []
+    def blocks(self) -> list[tuple[int, int, int, int, int]]:
+        """``(channel, first row, end row, first matrix row, end matrix row)`` of every band."""
+        (hh, ww), out = self.size, []
         for c in range(self.channels):
             for y0 in range(0, hh, self.rows):
                 y1 = min(hh, y0 + self.rows)
-                r0, r1 = (c * hh + y0) * ww, (c * hh + y1) * ww
-                s, e = int(m.indptr[r0]), int(m.indptr[r1])
-                ptr = m.indptr[r0 : r1 + 1] - m.indptr[r0]
-                sub = sp.csr_matrix(
-                    (m.data[s:e], m.indices[s:e], ptr), shape=(r1 - r0, m.shape[1]), copy=False
-                )
-                out.append((c, y0, y1, sub))
+                out.append((c, y0, y1, (c * hh + y0) * ww, (c * hh + y1) * ww))
         return out
 
-    def upsampled(self, c: int, y0: int, y1: int) -> Tensor | None:
-        """Rows ``y0:y1`` of channel ``c`` of the bilinearly upsampled coarse sum,
-        ``[y1 - y0, W, B]``."""
+    def upsample_into(self, c: int, y0: int, y1: int, out: Tensor) -> None:
+        """Writes rows ``y0:y1`` of channel ``c`` of the bilinearly upsampled coarse sum (zeros
+        without one) into ``out`` ``[y1 - y0, W, B]``."""
         if self.coarse is None:
-            return None
+            out.zero_()
+            return
         if self.weights is None:
             dt, (h, w) = self.coarse.dtype, self.coarse.shape[1:3]
             self.weights = (
@@ -128,7 +163,7 @@ class _Bands:
         r = torch.lerp(
             a.index_select(0, iy0[y0:y1]), a.index_select(0, iy1[y0:y1]), ty[y0:y1, None, None]
         )
-        return torch.lerp(r.index_select(1, ix0), r.index_select(1, ix1), tx[None, :, None])
+        torch.lerp(r.index_select(1, ix0), r.index_select(1, ix1), tx[None, :, None], out=out)
 
 
 def _decode_whole(levels: list[SparseLevel], gt: Tensor) -> Tensor:
@@ -140,46 +175,52 @@ def _decode_whole(levels: list[SparseLevel], gt: Tensor) -> Tensor:
     return acc.permute(1, 0, 2, 3).contiguous()
 
 
-class _FineLevel(torch.autograd.Function):
-    """``out[B, C, H, W] = (Z^0 theta^T + upsample(coarse))`` transposed, band by band (CPU)."""
+class _BandedLevel(torch.autograd.Function):
+    """One level on the CPU, band by band: ``Z theta^T + upsample(coarse)`` (``coarse``
+    ``[C, h, w, B]`` contiguous, the coarser levels' sum, or ``None``) -> ``[C, H, W, B]``, or the
+    transpose ``[B, C, H, W]`` for the finest level (``final``)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, gt: Tensor, coarse: Tensor | None, level: SparseLevel
+        ctx: Any, gt: Tensor, coarse: Tensor | None, level: SparseLevel, final: bool
     ) -> Tensor:
         b = int(gt.shape[1])
         (hh, ww), ch = level.size, level.channels
         rows = max(1, _BAND_ELEMENTS // max(1, ww * b))
-        cs = None if coarse is None else coarse.permute(0, 2, 3, 1).contiguous()
-        bands = _Bands(_scipy(level.matrix), ch, (hh, ww), rows, cs)
+        bands = _Bands(_scipy(level.matrix), ch, (hh, ww), rows, coarse)
         g = gt.detach().numpy()
-        out = torch.empty(b, ch, hh, ww, dtype=gt.dtype)
-        for c, y0, y1, sub in bands.blocks():
-            y = torch.from_numpy(np.asarray(sub @ g)).view(y1 - y0, ww, b)
-            up = bands.upsampled(c, y0, y1)
-            if up is not None:
-                y += up
-            out[:, c, y0:y1].copy_(y.permute(2, 0, 1))
+        shape = (b, ch, hh, ww) if final else (ch, hh, ww, b)
+        out = torch.empty(shape, dtype=gt.dtype)
+        buf = torch.empty(min(rows, hh), ww, b, dtype=gt.dtype) if final else None
+        for c, y0, y1, r0, r1 in bands.blocks():
+            y = out[c, y0:y1] if buf is None else buf[: y1 - y0]  # [rows, W, B], contiguous
+            bands.upsample_into(c, y0, y1, y)
+            _rows_matmul_add(bands.matrix, r0, r1, g, y.numpy().reshape(-1, b))
+            if final:
+                out[:, c, y0:y1].copy_(y.permute(2, 0, 1))
         ctx.bands = replace(bands, coarse=None)  # the backward needs only the matrix
-        ctx.coarse_shape = None if coarse is None else tuple(coarse.shape)
+        ctx.final = final
+        ctx.coarse_shape = None if coarse is None else tuple(coarse.permute(0, 3, 1, 2).shape)
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:  # type: ignore[override]
         bands: _Bands = ctx.bands
-        b, ch, hh, ww = (int(n) for n in grad.shape)
+        (hh, ww), b = bands.size, int(grad.shape[0] if ctx.final else grad.shape[-1])
         g_gt = None
         if ctx.needs_input_grad[0]:
             g_gt = torch.zeros(int(bands.matrix.shape[1]), b, dtype=grad.dtype)
-            for c, y0, y1, sub in bands.blocks():  # Z^T grad, band by band: sub^T is CSC
-                gb = grad[:, c, y0:y1].permute(1, 2, 0).contiguous().view(-1, b)
-                g_gt += torch.from_numpy(np.asarray(sub.T @ gb.numpy()))
+            acc = g_gt.numpy()
+            for c, y0, y1, r0, r1 in bands.blocks():  # Z^T grad, band by band
+                gb = grad[:, c, y0:y1].permute(1, 2, 0) if ctx.final else grad[c, y0:y1]
+                _rows_rmatmul_add(bands.matrix, r0, r1, gb.contiguous().view(-1, b).numpy(), acc)
         g_coarse = None
         if ctx.coarse_shape is not None and ctx.needs_input_grad[1]:
+            g_up = grad.permute(1, 0, 2, 3) if ctx.final else grad.permute(0, 3, 1, 2)
             g_coarse = torch.ops.aten.upsample_bilinear2d_backward(
-                grad.permute(1, 0, 2, 3), [hh, ww], list(ctx.coarse_shape), False
-            )
-        return g_gt, g_coarse, None
+                g_up, [hh, ww], list(ctx.coarse_shape), False
+            ).permute(0, 2, 3, 1)
+        return g_gt, g_coarse, None, None
 
 
 def decode_levels(levels: list[SparseLevel], gains: Tensor, image_size: tuple[int, int]) -> Tensor:
@@ -194,9 +235,10 @@ def decode_levels(levels: list[SparseLevel], gains: Tensor, image_size: tuple[in
         ``[B, C, H, W]`` (contiguous), differentiable with respect to ``gains``.
 
     The products ``Z^rho @ theta^T`` come out as ``[C*h*w, B]``, i.e. with the batch innermost;
-    the coarser levels are upsampled and added coarse to fine in that layout. On the CPU the finest
-    level is then decoded band by band straight into the ``[B, C, H, W]`` output
-    (:class:`_FineLevel`); elsewhere the sum is transposed once, at the end. Same operator as
+    on the CPU each level is decoded in bands of rows, coarse to fine, adding the coarser levels'
+    sum upsampled onto the band (:class:`_BandedLevel`), and the finest level's bands are
+    transposed straight into the ``[B, C, H, W]`` output; elsewhere the levels are upsampled and
+    added in the batch-innermost layout and the sum is transposed once, at the end. Same operator as
     :func:`~ablation_paths.sift.scale_space.upsample_levels`.
     """
     if not levels:
@@ -204,9 +246,12 @@ def decode_levels(levels: list[SparseLevel], gains: Tensor, image_size: tuple[in
     if tuple(levels[0].size) != tuple(image_size):
         raise ValueError(f"finest level {tuple(levels[0].size)} is not the image size {image_size}")
     gt = gains.T.contiguous()  # [K, B]
-    _check(levels[0].matrix, levels[0].matrix_t, gt, int(gt.shape[0]))
+    for lv in levels:
+        _check(lv.matrix, lv.matrix_t, gt, int(gt.shape[0]))
     if gains.device.type != "cpu":
         return _decode_whole(levels, gt)
-    out = _FineLevel.apply(gt, _sum_levels(levels[1:], gt), levels[0])
-    assert isinstance(out, Tensor)
-    return out
+    acc: Tensor | None = None  # [C, h, w, B]: the levels so far, coarse to fine
+    for i in range(len(levels) - 1, -1, -1):
+        acc = _BandedLevel.apply(gt, acc, levels[i], i == 0)
+    assert isinstance(acc, Tensor)
+    return acc
