@@ -3,13 +3,14 @@
 One sparse matrix ``Z^rho`` per resolution level maps the gains ``theta in R^K`` to that level's
 summed contribution ``sum_{l in level} sum_i theta_i chi^_{i,l} T_l`` (all channels stacked); the
 levels are upsampled bilinearly, coarse to fine, and added (as in :func:`upsample_levels`). The
-map is linear, so its Jacobian is the matrix itself; backpropagation multiplies by the stored
-transpose (``Z^T``), which is why both are kept (:mod:`ablation_paths.sparse`).
+map is linear, so its Jacobian is the matrix itself: backpropagation multiplies by ``Z^T``.
 
 On the CPU each level is decoded in bands of image rows (:class:`_BandedLevel`): each band's
 sparse product, the bilinear upsampling of the coarser levels' sum onto the band and, at the
 finest level, the transpose to ``[B, C, H, W]`` stay in the cache, and the output is the only
-full-size array.
+full-size array; the backward pass reads the bands of ``Z`` column-wise. On other devices the
+products run through :mod:`ablation_paths.sparse`, whose backward uses the stored transpose
+(``matrix_t``).
 """
 
 from __future__ import annotations
