@@ -352,3 +352,122 @@ def test_contrast_heatmap_defaults_are_table_4_2(dec):
     want = gaussian_filter(np.linalg.norm(high, axis=1), (0, 8.0, 8.0), mode="reflect")
     got = dec.contrast_heatmap(g)
     np.testing.assert_allclose(got.double().numpy(), want, rtol=1e-4, atol=1e-6)
+
+
+def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Dense ``[n_out, n_in]`` linear resampling, written out from the align_corners=False rule:
+    output sample ``i`` sits at input coordinate ``(i + 0.5) n_in / n_out - 0.5`` (clamped at
+    0), between the two nearest input samples (the last one repeated at the edge)."""
+    m = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        src = max((i + 0.5) * n_in / n_out - 0.5, 0.0)
+        lo = min(int(np.floor(src)), n_in - 1)
+        hi = min(lo + 1, n_in - 1)
+        t = src - lo
+        m[i, lo] += 1 - t
+        m[i, hi] += t
+    return m
+
+
+def _reference_decode(dense: list[np.ndarray], sizes, c: int, gains: np.ndarray) -> np.ndarray:
+    """Slow, obviously correct eq. 4.41 in float64: per level ``Z^rho theta`` reshaped to
+    ``[B, C, h, w]``, then coarse to fine ``acc = R_y acc R_x^T + level`` with explicit
+    bilinear matrices."""
+    acc = None
+    for z, (h, w) in zip(dense[::-1], sizes[::-1], strict=True):
+        y = (z @ gains.T).T.reshape(-1, c, h, w)
+        if acc is not None:
+            ry = _bilinear_matrix(acc.shape[-2], h)
+            rx = _bilinear_matrix(acc.shape[-1], w)
+            acc = np.einsum("yi,bcij,xj->bcyx", ry, acc, rx)
+        acc = y if acc is None else acc + y
+    assert acc is not None
+    return acc
+
+
+def test_explicit_bilinear_matrix_is_torchs_upsampling():
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(1, 1, 4, 5)))
+    for size in [(8, 10), (7, 9), (9, 13), (4, 5), (5, 5)]:
+        want = F.interpolate(x, size=size, mode="bilinear", align_corners=False)[0, 0]
+        got = _bilinear_matrix(4, size[0]) @ x[0, 0].numpy() @ _bilinear_matrix(5, size[1]).T
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("kernel", [True, False])
+@pytest.mark.parametrize("band", [1, 40, 1 << 18])
+@pytest.mark.parametrize(
+    "sizes",
+    [[(6, 8), (3, 4), (1, 2)], [(7, 9), (4, 5), (2, 3)], [(9, 5), (9, 5), (4, 3)], [(5, 7)]],
+)
+def test_banded_decoder_equals_a_dense_reference(sizes, band, kernel, monkeypatch):
+    # the banded CPU decoder (any band height, including one row per band and a partial last
+    # band; SciPy's row-range kernels or the public sliced-matrix fallback) against dense
+    # matrices with explicit bilinear upsampling: values in float64 and float32, and the
+    # gradient (dense transposes) in float64
+    import scipy.sparse as sp
+
+    from ablation_paths.sift import decoder
+    from ablation_paths.sift.decoder import SparseLevel, decode_levels, to_torch_csr
+
+    monkeypatch.setattr(decoder, "_BAND_ELEMENTS", band)
+    if not kernel:
+        monkeypatch.setattr(decoder, "_st", None)
+    rng = np.random.default_rng(len(sizes) + sizes[0][0])
+    k, c, b = 6, 3, 4
+    mats = [sp.random(c * h * w, k, density=0.5, random_state=rng, format="csr") for h, w in sizes]
+    dense = [m.toarray() for m in mats]
+    gains = rng.normal(size=(b, k))
+    want = _reference_decode(dense, sizes, c, gains)
+    weights = rng.normal(size=want.shape)
+    for dtype, tol in [(torch.float64, 1e-12), (torch.float32, 1e-6)]:
+        levels = [
+            SparseLevel(1, s, c, to_torch_csr(m, dtype, "cpu"), to_torch_csr(m.T, dtype, "cpu"))
+            for m, s in zip(mats, sizes, strict=True)
+        ]
+        g = torch.tensor(gains, dtype=dtype, requires_grad=True)
+        out = decode_levels(levels, g, sizes[0])
+        assert out.shape == (b, c, *sizes[0]) and out.is_contiguous() and out.dtype == dtype
+        scale = np.abs(want).max()
+        np.testing.assert_allclose(out.detach().numpy(), want, rtol=0, atol=tol * scale)
+        (out * torch.tensor(weights, dtype=dtype)).sum().backward()
+        # d<D g, w>/dg = D^T w, D as the dense matrix of the reference (its columns: D(e_j))
+        d_cols = _reference_decode(dense, sizes, c, np.eye(k)).reshape(k, -1)
+        want_grad = weights.reshape(b, -1) @ d_cols.T
+        assert g.grad is not None
+        np.testing.assert_allclose(
+            g.grad.numpy(), want_grad, rtol=0, atol=tol * np.abs(want_grad).max()
+        )
+    levels64 = [
+        SparseLevel(
+            1, s, c, to_torch_csr(m, torch.float64, "cpu"), to_torch_csr(m.T, torch.float64, "cpu")
+        )
+        for m, s in zip(mats, sizes, strict=True)
+    ]
+    g64 = torch.tensor(gains[:2], requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: decode_levels(levels64, t, sizes[0]), (g64,))
+    with pytest.raises(ValueError, match="share dtype"):
+        decode_levels(levels64, g64.detach().float(), sizes[0])
+
+
+@pytest.mark.parametrize("shape", [(40, 56), (97, 131), (64, 64)])
+def test_banded_decoder_equals_the_whole_image_route(shape, monkeypatch):
+    # on real decompositions (float32, random gains): the banded CPU route against the route
+    # that sums all levels at full size and transposes once (the CPU code before the banded
+    # finest level; still the route on other devices)
+    from skimage import data, transform
+
+    from ablation_paths.sift import decoder
+
+    img = transform.resize(data.astronaut(), shape, anti_aliasing=True)
+    x = torch.from_numpy(img).permute(2, 0, 1).float().contiguous()
+    d = decompose(x)
+    gains = torch.rand(5, d.num_features, generator=torch.Generator().manual_seed(1)) * 2 - 0.5
+    want = decoder._decode_whole(d.levels, gains.T.contiguous())
+    for band in [1 << 18, 3 * shape[1] * 5]:  # one band per channel; bands of 3 rows
+        monkeypatch.setattr(decoder, "_BAND_ELEMENTS", band)
+        got = d.decode(gains)
+        assert _rel(got, want) < 1e-6
+        assert (got - want).abs().max() <= 2e-6 * want.abs().max()
+    assert _rel(d.decode(torch.ones(d.num_features)), x) < 3e-7
