@@ -10,7 +10,7 @@ SCRATCH ?= /tmp/ablation-paths-lower-bounds
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint typecheck check wheel lower-bounds clean mutants
+.PHONY: demo test test-fast lint typecheck check docs wheel lower-bounds clean mutants
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 check: lint typecheck
+
+# The HTML API reference from the docstrings (pdoc) in build/api/; fails when a module cannot be
+# imported or a public name has no entry.
+docs: $(STAMP)
+	rm -rf build/api
+	$(BIN)/python scripts/api_docs.py --out build/api
 
 # Mutation testing of the core modules, each against its own tests (see docs/testing.md);
 # MODULES="reductions scores" restricts it.

@@ -6,13 +6,17 @@ saturation, and the ratio of a whole default ablation path to Captum IntegratedG
 steps, measured in the same run on the same model and image. Also times the projection of a
 [16, 64, 64] path.
 
-    python benchmarks/path_speed.py [--repeats 3] [--threads 2] [--device cpu]
+Every variant of ``--variants`` (see :data:`VARIANTS`) is run on the same model and image,
+interleaved with IG, so all ratios come from one run.
+
+    python benchmarks/path_speed.py [--repeats 3] [--threads 2] [--device cpu] [--variants ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+import warnings
 
 import torch
 from torch import nn
@@ -93,38 +97,67 @@ def time_ig(
     return time.perf_counter() - t0
 
 
-def bench_model(name: str, model: nn.Module, image: torch.Tensor, repeats: int, batch: int) -> None:
+#: Settings compared by ``--variants`` (each on top of the engine defaults).
+VARIANTS: dict[str, dict[str, object]] = {
+    # the defaults before issue 13: T = 16 from the start, saturation ramp over 10 iterations
+    "thesis-schedule": {"n_steps_start": None, "sharpen": False},
+    "coarse-to-fine": {"n_steps_start": 4, "sharpen": False},
+    "default": {},  # coarse-to-fine, sharpened maxima
+    "ramp-8": {"saturation_ramp": 8},
+    "default+bf16": {"precision": "bfloat16"},
+}
+
+
+def run_variant(
+    model: nn.Module, image: torch.Tensor, batch: int, options: dict[str, object], repeats: int
+) -> list[ap.AblationPathResult]:
+    return [
+        ap.explain(model, image, batch_size=batch, keep_frames=False, **options)
+        for _ in range(repeats)
+    ]
+
+
+def bench_model(
+    name: str,
+    model: nn.Module,
+    image: torch.Tensor,
+    repeats: int,
+    batch: int,
+    variants: list[str],
+) -> None:
     model.eval()
-    results = []
-    ig_times = []
-    for _ in range(repeats):
-        r = ap.explain(model, image, batch_size=batch, keep_frames=False)
-        bl = r.baseline_image.to(image.device)
-        ig_times.append(time_ig(model, image, bl, r.target, batch))
-        results.append(r)
-    its = [r.iterations for r in results]
-    clf = sum(r.info["classifier_seconds"] for r in results) / sum(its)
-    other = sum(r.info["other_seconds"] for r in results) / sum(its)
-    wall = min(r.info["wall_seconds"] for r in results)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ap.AblationPathWarning)
+        runs = {v: [] for v in variants}
+        ig_times = []
+        for _ in range(repeats):  # interleaved, so load changes hit every variant alike
+            for v in variants:
+                runs[v] += run_variant(model, image, batch, VARIANTS[v], 1)
+            bl = runs[variants[0]][-1].baseline_image.to(image.device)
+            ig_times.append(time_ig(model, image, bl, runs[variants[0]][-1].target, batch))
     ig = min(ig_times)
-    r = results[0]
+    r = runs[variants[0]][0]
     print(
         f"\n== {name}: image {tuple(image.shape)}, mask {tuple(r.info['mask_shape'])}, "
-        f"T={r.path.shape[0]}"
-    )
-    print(f"iterations to stop        : {its} (converged: {[x.converged for x in results]})")
-    print(f"path score / saturation   : {r.path_score:.3f} / {r.saturation:.3f}")
-    print(
-        f"per iteration: classifier : {clf * 1e3:8.1f} ms "
-        f"(forward+backward of {r.path.shape[0]} images)"
+        f"T={r.path.shape[0]}; Captum IG, 50 steps: {ig:.2f} s (best of {repeats})"
     )
     print(
-        f"per iteration: other      : {other * 1e3:8.1f} ms "
-        f"({100 * other / (clf + other):.2f}% of the iteration)"
+        f"{'variant':18s} {'iterations':>10s} {'clf ms/it':>9s} {'other ms/it':>11s} "
+        f"{'path s':>7s} {'ratio/IG-50':>11s} {'score':>6s} {'sat':>5s}"
     )
-    print(f"whole ablation path       : {wall:8.2f} s (best of {repeats}, incl. baseline search)")
-    print(f"Captum IG, 50 steps       : {ig:8.2f} s (best of {repeats})")
-    print(f"ratio path / IG-50        : {wall / ig:8.2f}x")
+    for v in variants:
+        results = runs[v]
+        its = sum(x.iterations for x in results)
+        clf = sum(x.info["classifier_seconds"] for x in results) / its
+        other = sum(x.info["other_seconds"] for x in results) / its
+        wall = min(x.info["wall_seconds"] for x in results)
+        x = results[0]
+        print(
+            f"{v:18s} {its / len(results):10.1f} {clf * 1e3:9.1f} {other * 1e3:11.1f} "
+            f"{wall:7.2f} {wall / ig:10.2f}x {x.path_score:6.3f} {x.saturation:5.2f}"
+        )
+    last = min(x.info["wall_seconds"] for x in runs[variants[-1]])
+    print(f"ratio path / IG-50 ({variants[-1]}): {last / ig:.2f}x")
 
 
 def bench_projection(device: torch.device, repeats: int = 50) -> None:
@@ -155,6 +188,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-resnet", action="store_true")
+    parser.add_argument(
+        "--variants",
+        default="thesis-schedule,default,ramp-8,default+bf16",
+        help=f"comma-separated, of: {', '.join(VARIANTS)}",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -164,7 +202,15 @@ def main() -> None:
     from ablation_paths.demo import demo_image, load_model
 
     demo = demo_image()
-    bench_model("demo classifier", load_model().to(device), demo.image.to(device), args.repeats, 32)
+    variants = args.variants.split(",")
+    bench_model(
+        "demo classifier",
+        load_model().to(device),
+        demo.image.to(device),
+        args.repeats,
+        32,
+        variants,
+    )
     if not args.skip_resnet:
         torch.manual_seed(0)
         bench_model(
@@ -173,6 +219,7 @@ def main() -> None:
             natural_image(224).to(device),
             args.repeats,
             16,
+            variants,
         )
 
 

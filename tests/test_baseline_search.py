@@ -172,14 +172,17 @@ class Recording(StdClassifier):
 
 def test_candidates_are_classified_in_batches() -> None:
     model = Recording(analytic_std(6.9))
-    blurred_baseline(ClassifierFn(model), cosine_image(), n_candidates=40)
+    blurred_baseline(ClassifierFn(model), cosine_image(), n_candidates=40, search_chunk=40)
     # the image, then blurs in calls of at most 32 (the default), at most the 40 candidates
     blurs = model.batches[1:]
     assert model.batches[0] == 1 and max(blurs) == 32 and sum(blurs) <= 40
     model.batches.clear()
+    blurred_baseline(ClassifierFn(model), cosine_image(), batch_size=3, search_chunk=8)
+    assert model.batches == [1, 3, 3, 2]  # the flip (sigma 7.62) is in the first chunk of 8
+    model.batches.clear()
     make_baseline("blur", ClassifierFn(model), cosine_image(), batch_size=5)
     blurs = model.batches[1:]
-    assert max(blurs) == 5 and sum(blurs) <= 16
+    assert max(blurs) <= 5 and sum(blurs) <= 16
 
 
 def test_a_flip_at_the_first_candidate() -> None:
@@ -237,24 +240,32 @@ def _bytes_per_sigma(c: int, h: int, w: int) -> int:
 def test_memory_budget_sets_how_many_sigmas_are_blurred_at_once(
     budget_sigmas: int, extra: int
 ) -> None:
-    """``memory_budget`` bytes hold ``budget // bytes_per_sigma`` sigmas (at least one); with
-    ``batch_size=None`` each chunk is classified in one call, so the calls show the chunks."""
+    """``memory_budget`` bytes hold ``budget // bytes_per_sigma`` sigmas (at least one; here
+    ``search_chunk`` allows all 16); with ``batch_size=None`` each chunk is classified in one
+    call, so the calls show the chunks."""
     image = cosine_image()
     per_sigma = _bytes_per_sigma(3, 16, W)
     budget = budget_sigmas * per_sigma + extra
     chunk = max(1, budget // per_sigma)
     model = Recording(analytic_std(GRID[10]))  # flips at the 11th candidate
-    b = blurred_baseline(ClassifierFn(model), image, batch_size=None, memory_budget=budget)
+    b = blurred_baseline(
+        ClassifierFn(model), image, batch_size=None, memory_budget=budget, search_chunk=16
+    )
     assert b.sigma == pytest.approx(GRID[10])
     n_chunks = 10 // chunk + 1  # the chunks up to and including the one holding candidate 10
     want = [1] + [min(chunk, 16 - i * chunk) for i in range(n_chunks)]
     assert model.batches == want
 
 
-def test_default_memory_budget_holds_every_candidate_of_a_small_image() -> None:
+def test_default_chunks_of_a_small_image_are_the_search_chunk() -> None:
+    """256 MiB hold far more than 16 sigmas of 3 x 16 x 64: the default ``search_chunk`` of 4
+    sets the chunks, up to the one holding the flip (candidate 10)."""
     model = Recording(analytic_std(GRID[10]))
     blurred_baseline(ClassifierFn(model), cosine_image(), batch_size=None)
-    assert model.batches == [1, 16]  # 256 MiB hold far more than 16 sigmas of 3 x 16 x 64
+    assert model.batches == [1, 4, 4, 4]
+    model.batches.clear()
+    blurred_baseline(ClassifierFn(model), cosine_image(), batch_size=None, search_chunk=16)
+    assert model.batches == [1, 16]
 
 
 def test_candidates_are_blurred_with_a_float32_fft() -> None:

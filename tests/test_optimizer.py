@@ -23,7 +23,7 @@ def test_axioms_hold_after_every_step(tiny_model, tiny_image, score, monotonize)
     seen = []
 
     def check(it, stats, paths):
-        assert paths.shape == (n_paths(score), 6, 8, 8)
+        assert paths.shape == (n_paths(score), cfg.n_steps_at(it - 1), 8, 8)
         for p in paths:
             assert check_axioms(p, atol=1e-5) == [], (it, check_axioms(p))
         assert 0 <= stats["saturation"] <= 1
@@ -262,7 +262,9 @@ def test_adapted_step_follows_the_actual_step(tiny_model, tiny_image):
 
     space = _space(tiny_image, 1.0)
     paths = [affine_path(5, (8, 8))]
-    cfg = AblationPathConfig(n_steps=5, max_iterations=5, step_size=0.5, stop_saturation=1.0)
+    cfg = AblationPathConfig(
+        n_steps=5, max_iterations=5, step_size=0.5, stop_saturation=1.0, n_steps_start=None
+    )
     res = optimize_paths(
         ClassifierFn(tiny_model),
         space,
@@ -311,6 +313,11 @@ def test_adapted_step_follows_the_actual_step(tiny_model, tiny_image):
         ({"monotonize": "sort"}, ValueError, "monotonize"),
         ({"adapt_step": "yes"}, TypeError, "adapt_step must be True or False"),
         ({"score_with_ends": 1}, TypeError, "score_with_ends"),
+        ({"sharpen": 0}, TypeError, "sharpen must be True or False"),
+        ({"n_steps_start": 0}, ValueError, "n_steps_start must be >= 1 or None"),
+        ({"n_steps_start": 2.0}, TypeError, "n_steps_start must be an integer"),
+        ({"refine_every": 0}, ValueError, "refine_every must be >= 1"),
+        ({"precision": "half"}, ValueError, "precision must be one of float32, bfloat16"),
     ],
 )
 def test_config_rejects_bad_values(changes, error, match):
@@ -399,3 +406,98 @@ def test_paths_keep_the_mask_space_dtype(tiny_model):
     cfg = AblationPathConfig(n_steps=3, max_iterations=2, stop_saturation=1.0)
     res = optimize_paths(ClassifierFn(tiny_model.double()), space, 0, "retain", cfg)
     assert res.paths.dtype == torch.float64
+
+
+def test_coarse_to_fine_schedule():
+    cfg = AblationPathConfig(n_steps=16, n_steps_start=3, refine_every=2)
+    assert [cfg.n_steps_at(i) for i in range(9)] == [3, 3, 6, 6, 12, 12, 16, 16, 16]
+    assert AblationPathConfig(n_steps=16, n_steps_start=None).n_steps_at(0) == 16  # off
+    assert [AblationPathConfig().n_steps_at(i) for i in (0, 3, 6, 9)] == [4, 8, 16, 16]
+    assert AblationPathConfig(n_steps=5, n_steps_start=5).n_steps_at(0) == 5
+    assert AblationPathConfig(n_steps=3).n_steps_at(0) == 3  # the default start 4 is clamped
+
+
+class CountingClassifier(ClassifierFn):
+    """Records the batch size of every call that builds a graph (the gradient passes)."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.grad_batches: list[int] = []
+
+    def __call__(self, images):
+        if torch.is_grad_enabled():
+            self.grad_batches.append(images.shape[0])
+        return super().__call__(images)
+
+
+@pytest.mark.parametrize("score", ["retain", "straddle"])
+def test_coarse_to_fine_iterates_are_valid_and_cost_what_the_schedule_says(
+    tiny_model, tiny_image, score
+):
+    baseline = gaussian_blur(tiny_image.unsqueeze(0), 6.0)[0]
+    space = PixelMaskSpace(tiny_image, baseline, (8, 8), sigma_reg=1.0)
+    cfg = AblationPathConfig(
+        n_steps=8, n_steps_start=2, refine_every=2, max_iterations=7, stop_saturation=1.0
+    )
+    shapes = []
+
+    def check(it, stats, paths):
+        shapes.append(paths.shape[1])
+        for p in paths:
+            assert check_axioms(p, atol=1e-5) == [], (it, check_axioms(p))
+
+    clf = CountingClassifier(tiny_model)
+    res = optimize_paths(clf, space, 1, score, cfg, progress=check)
+    assert shapes == [2, 2, 4, 4, 8, 8, 8]
+    terms = {"retain": 1, "straddle": 2}[score]  # images per sample per iteration
+    assert clf.grad_batches == [terms * t for t in shapes]  # batch_size 32 holds each pass
+    assert res.paths.shape == (n_paths(score), 8, 8, 8)
+
+
+def test_coarse_to_fine_stops_only_at_full_resolution(tiny_model, tiny_image):
+    space = PixelMaskSpace(tiny_image, torch.zeros_like(tiny_image), (8, 8), sigma_reg=0.0)
+    # saturation from the first step: coarse paths saturate at once, but may not stop there
+    cfg = AblationPathConfig(
+        n_steps=8,
+        n_steps_start=2,
+        refine_every=3,
+        saturation=50.0,
+        saturation_ramp=0,
+        stop_saturation=0.5,
+    )
+    res = optimize_paths(ClassifierFn(tiny_model), space, 0, "retain", cfg)
+    assert res.converged and res.iterations == 7  # 3 at T=2, 3 at T=4, stops at T=8
+    assert [h["saturation"] >= 0.5 for h in res.history][:6] == [True] * 6
+
+
+def test_coarse_to_fine_path_is_resampled_when_the_loop_ends_early(tiny_model, tiny_image):
+    space = PixelMaskSpace(tiny_image, torch.zeros_like(tiny_image), (8, 8))
+    cfg = AblationPathConfig(n_steps=9, n_steps_start=4, max_iterations=1)
+    res = optimize_paths(ClassifierFn(tiny_model), space, 0, "retain", cfg)
+    assert res.paths.shape == (1, 9, 8, 8)
+    assert check_axioms(res.paths[0], atol=1e-5) == []
+
+
+def test_reduced_precision_changes_only_the_gradient_pass(tiny_model, tiny_image):
+    from ablation_paths.optimizer import evaluate_masks
+
+    space = PixelMaskSpace(tiny_image, torch.zeros_like(tiny_image), (8, 8))
+    masks = affine_path(4, (8, 8))
+    coef = torch.full((4,), 0.25)
+    clf = ClassifierFn(tiny_model)
+    p32, g32 = evaluate_masks(clf, space, masks, 1, coef)
+    p16, g16 = evaluate_masks(clf, space, masks, 1, coef, precision="bfloat16")
+    assert p16.dtype == torch.float32 and g16.dtype == torch.float32
+    assert not torch.equal(p16, p32)  # the pass really ran in bfloat16 ...
+    torch.testing.assert_close(p16, p32, atol=2e-2, rtol=0)  # ... within its precision
+    cos = torch.nn.functional.cosine_similarity(g16.flatten(), g32.flatten(), dim=0)
+    assert float(cos) > 0.95
+    # the path's reported probabilities never use it: explain evaluates them in float32
+    import ablation_paths as ap
+
+    kw = dict(target=1, n_steps=4, mask_size=8, max_iterations=1, baseline="black")
+    r32 = ap.explain(tiny_model, tiny_image, **kw)
+    r16 = ap.explain(tiny_model, tiny_image, precision="bfloat16", **kw)
+    assert not torch.equal(r16.path, r32.path)
+    ends = r16.probs[[0, -1]]
+    torch.testing.assert_close(ends, r32.probs[[0, -1]], rtol=0, atol=1e-6)

@@ -13,6 +13,7 @@ from ablation_paths.paths import (
     path_masses,
     path_times,
     reparametrize_constant_speed,
+    resample_path,
 )
 
 METHODS = ["minimax", "flatten"]
@@ -213,3 +214,44 @@ def test_check_axioms_tolerances():
     edge = torch.tensor([[[0.5, 0.25]], [[0.25, 0.75]]])
     assert not any("monotone" in p for p in check_axioms(edge, atol=0.25))
     assert any("monotone" in p for p in check_axioms(edge, atol=0.125))
+
+
+path_arrays = arrays(
+    np.float64,
+    st.tuples(st.integers(1, 9), st.integers(1, 6)),
+    elements=st.floats(-1, 2, allow_nan=False, width=64),
+)
+
+
+def interp_reference(path: np.ndarray, n_steps: int) -> np.ndarray:
+    """``np.interp`` per feature over the samples with their ends ``phi(0) = 0, phi(1) = 1``."""
+    t_count = path.shape[0]
+    times = np.arange(t_count + 2) / (t_count + 1)
+    full = np.concatenate([np.zeros((1, path.shape[1])), path, np.ones((1, path.shape[1]))])
+    new_t = np.arange(1, n_steps + 1) / (n_steps + 1)
+    return np.stack([np.interp(new_t, times, full[:, j]) for j in range(path.shape[1])], axis=1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(raw=path_arrays, n_steps=st.integers(1, 20))
+def test_resample_path_is_linear_interpolation_and_keeps_the_axioms(raw, n_steps):
+    path = project(torch.from_numpy(raw))
+    out = resample_path(path, n_steps)
+    assert out.shape == (n_steps, raw.shape[1])
+    np.testing.assert_allclose(out.numpy(), interp_reference(path.numpy(), n_steps), atol=1e-12)
+    assert check_axioms(out, atol=1e-9) == []
+
+
+@settings(max_examples=50, deadline=None)
+@given(raw=path_arrays)
+def test_resample_path_refines_through_the_old_samples(raw):
+    path = project(torch.from_numpy(raw))
+    t_count = path.shape[0]
+    fine = resample_path(path, 2 * t_count + 1)  # t'_(2k) = k / (T + 1)
+    np.testing.assert_allclose(fine[1::2].numpy(), path.numpy(), atol=1e-12)
+    np.testing.assert_allclose(resample_path(path, t_count).numpy(), path.numpy())
+
+
+def test_resample_path_rejects_no_samples():
+    with pytest.raises(ValueError, match="at least one"):
+        resample_path(affine_path(3, (2,)), 0)

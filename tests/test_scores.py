@@ -152,7 +152,12 @@ def test_optimiser_ascends_from_the_affine_start(score: str) -> None:
     model = small_model()
     space = make_space(4)
     cfg = AblationPathConfig(
-        n_steps=5, max_iterations=4, step_size=0.2, saturation=0.0, stop_saturation=1.0
+        n_steps=5,
+        max_iterations=4,
+        step_size=0.2,
+        saturation=0.0,
+        stop_saturation=1.0,
+        n_steps_start=None,  # the affine start at T = 5 (not coarse to fine)
     )
     res = optimize_paths(ClassifierFn(model), space, TARGET, score, cfg)
     start = affine_path(5, (4, 4), dtype=torch.float64).expand(n_paths(score), 5, 4, 4)

@@ -1,6 +1,7 @@
 """The SIFT decoder: exactness (eq. 4.14, Lemma 8/10), linearity, smoothness (4.1.3C vs 4.1.3B),
 differentiability (4.2.4), dtype/device, errors."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -238,3 +239,235 @@ def test_residual_part_with_five_storage_levels():
     zeros = [torch.zeros(1, *lv.size, dtype=x.dtype) for lv in space.levels]
     want = upsample_levels(zeros[:-1] + [space.bands[-1]], [lv.size for lv in space.levels])
     torch.testing.assert_close(total, want, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("sizes", [[(6, 8), (3, 4), (1, 2)], [(5, 7), (5, 7)], [(4, 6)]])
+def test_decode_levels_equals_dense_matrices_and_bilinear_upsampling(sizes):
+    # reference: dense Z^rho @ theta per level, reshaped to [B, C, h, w] and added coarse to
+    # fine with torch's bilinear upsampling (align_corners=False); levels of equal size add
+    # directly. Gradient: the transposes of the same dense matrices.
+    import scipy.sparse as sp
+    import torch.nn.functional as F
+
+    from ablation_paths.sift.decoder import SparseLevel, decode_levels, to_torch_csr
+
+    rng = np.random.default_rng(len(sizes))
+    k, c, b = 5, 2, 3
+    levels, dense = [], []
+    for size in sizes:
+        m = sp.random(c * size[0] * size[1], k, density=0.4, random_state=rng, format="csr")
+        dense.append(torch.from_numpy(m.toarray()))
+        levels.append(
+            SparseLevel(
+                factor=1,
+                size=size,
+                channels=c,
+                matrix=to_torch_csr(m, torch.float64, "cpu"),
+                matrix_t=to_torch_csr(m.T, torch.float64, "cpu"),
+            )
+        )
+    gains = torch.from_numpy(rng.normal(size=(b, k))).requires_grad_(True)
+    out = decode_levels(levels, gains, sizes[0])
+    want = None
+    for z, size in zip(dense[::-1], sizes[::-1], strict=True):
+        y = (z @ gains.detach().T).T.reshape(b, c, *size)
+        if want is not None and tuple(want.shape[-2:]) != size:
+            want = F.interpolate(want, size=size, mode="bilinear", align_corners=False)
+        want = y if want is None else want + y
+    assert out.shape == (b, c, *sizes[0]) and out.is_contiguous()
+    torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
+    weights = torch.from_numpy(rng.normal(size=tuple(out.shape)))
+    (out * weights).sum().backward()
+    ref = gains.detach().clone().requires_grad_(True)
+    want2 = None
+    for z, size in zip(dense[::-1], sizes[::-1], strict=True):
+        y = (z @ ref.T).T.reshape(b, c, *size)
+        if want2 is not None and tuple(want2.shape[-2:]) != size:
+            want2 = F.interpolate(want2, size=size, mode="bilinear", align_corners=False)
+        want2 = y if want2 is None else want2 + y
+    (want2 * weights).sum().backward()
+    torch.testing.assert_close(gains.grad, ref.grad, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="image size"):
+        decode_levels(levels, gains, (sizes[0][0] + 1, sizes[0][1]))
+
+
+@pytest.mark.parametrize("smooth", [False, True])
+def test_residual_parts_equal_brute_force_cells_on_a_non_square_image(smooth):
+    # every feature's residual-layer part, D_res(e_j) = upsample(T_res * chi_j), against cells
+    # built from scratch: owners by the brute-force argmin of eq. 4.18 (|r - r_j|^2 +
+    # eta^2 (sigma - sigma_j)^2) on the coarsest grid, blurred per axis with SciPy
+    # (sigma * h / H rows, sigma * w / W columns; eq. 4.27) or hard (4.1.3B); cutoff 0
+    from scipy.ndimage import gaussian_filter
+
+    from ablation_paths.sift.scale_space import level_coords, scale_space, upsample_levels
+
+    x = _natural("coffee", 64, torch.float64)[:, 8:56, :]  # 48 x 64
+    hh, ww = x.shape[-2:]
+    d = decompose(x, cutoff=0.0, smooth_cells=smooth, eta=3.0)
+    space = scale_space(x)
+    assert [lv.factor for lv in d.levels] == [lv.factor for lv in space.levels] == [1, 2, 4]
+    assert d.n_voxels == sum(lv.size[0] * lv.size[1] * len(lv.layers) for lv in space.levels)
+    top = space.levels[-1]
+    sig = space.layers[-1].sigma
+    ys, xs = level_coords(top.size, (hh, ww))
+    gy, gx = np.meshgrid(ys.numpy(), xs.numpy(), indexing="ij")
+    kp = d.keypoints
+    d2 = (gx[..., None] - kp.x) ** 2 + (gy[..., None] - kp.y) ** 2 + 9.0 * (sig - kp.sigma) ** 2
+    owner = d2.argmin(-1)
+    idx = list(range(d.num_features))
+    got = d._decode_residual(idx)
+    zeros = [torch.zeros(3, *lv.size, dtype=x.dtype) for lv in space.levels[:-1]]
+    blur = (sig * top.size[0] / hh, sig * top.size[1] / ww)
+    for j in idx:
+        chi = (owner == j).astype(float)
+        if smooth:
+            chi = gaussian_filter(chi, blur, mode="reflect", truncate=4.0)
+        part = space.bands[-1] * torch.from_numpy(chi)
+        want = upsample_levels([*zeros, part], [lv.size for lv in space.levels])
+        torch.testing.assert_close(got[j], want, rtol=1e-9, atol=1e-12)
+
+
+def test_sigma_max_caps_the_layers_and_the_detected_scales(image):
+    # sigma_max = 6 px: the residual starts at the first sample above it (0.8 * 2^3 = 6.4), so
+    # the largest-scale keypoint of the default grid (sigma about 5.4 on this image) is gone
+    from ablation_paths.sift import find_keypoints
+
+    full = find_keypoints(image)
+    capped = find_keypoints(image, sigma_max=6.0)
+    assert full.sigma.max() > 5.0 > capped.sigma.max()
+    d = decompose(image, sigma_max=6.0)
+    np.testing.assert_array_equal(d.keypoints.as_array(), capped.as_array())
+    assert d.layers[-1].sigma_lo == pytest.approx(6.4)
+
+
+def test_contrast_heatmap_defaults_are_table_4_2(dec):
+    # eq. 4.48 with sigma_HP = 5 and sigma_LP = 8 (Table 4.2), recomputed with SciPy on the
+    # decoded images: |x - gamma_5 * x| (Euclidean over colours), then gamma_8
+    from scipy.ndimage import gaussian_filter
+
+    g = torch.linspace(0.0, 1.0, dec.num_features)[None].repeat(2, 1)
+    g[1] = 1 - g[1]
+    x = dec.decode(g).double().numpy()
+    high = x - gaussian_filter(x, (0, 0, 5.0, 5.0), mode="reflect", truncate=4.0)
+    want = gaussian_filter(np.linalg.norm(high, axis=1), (0, 8.0, 8.0), mode="reflect")
+    got = dec.contrast_heatmap(g)
+    np.testing.assert_allclose(got.double().numpy(), want, rtol=1e-4, atol=1e-6)
+
+
+def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Dense ``[n_out, n_in]`` linear resampling, written out from the align_corners=False rule:
+    output sample ``i`` sits at input coordinate ``(i + 0.5) n_in / n_out - 0.5`` (clamped at
+    0), between the two nearest input samples (the last one repeated at the edge)."""
+    m = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        src = max((i + 0.5) * n_in / n_out - 0.5, 0.0)
+        lo = min(int(np.floor(src)), n_in - 1)
+        hi = min(lo + 1, n_in - 1)
+        t = src - lo
+        m[i, lo] += 1 - t
+        m[i, hi] += t
+    return m
+
+
+def _reference_decode(dense: list[np.ndarray], sizes, c: int, gains: np.ndarray) -> np.ndarray:
+    """Slow, obviously correct eq. 4.41 in float64: per level ``Z^rho theta`` reshaped to
+    ``[B, C, h, w]``, then coarse to fine ``acc = R_y acc R_x^T + level`` with explicit
+    bilinear matrices."""
+    acc = None
+    for z, (h, w) in zip(dense[::-1], sizes[::-1], strict=True):
+        y = (z @ gains.T).T.reshape(-1, c, h, w)
+        if acc is not None:
+            ry = _bilinear_matrix(acc.shape[-2], h)
+            rx = _bilinear_matrix(acc.shape[-1], w)
+            acc = np.einsum("yi,bcij,xj->bcyx", ry, acc, rx)
+        acc = y if acc is None else acc + y
+    assert acc is not None
+    return acc
+
+
+def test_explicit_bilinear_matrix_is_torchs_upsampling():
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(1, 1, 4, 5)))
+    for size in [(8, 10), (7, 9), (9, 13), (4, 5), (5, 5)]:
+        want = F.interpolate(x, size=size, mode="bilinear", align_corners=False)[0, 0]
+        got = _bilinear_matrix(4, size[0]) @ x[0, 0].numpy() @ _bilinear_matrix(5, size[1]).T
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("kernel", [True, False])
+@pytest.mark.parametrize("band", [1, 40, 1 << 18])
+@pytest.mark.parametrize(
+    "sizes",
+    [[(6, 8), (3, 4), (1, 2)], [(7, 9), (4, 5), (2, 3)], [(9, 5), (9, 5), (4, 3)], [(5, 7)]],
+)
+def test_banded_decoder_equals_a_dense_reference(sizes, band, kernel, monkeypatch):
+    # the banded CPU decoder (any band height, including one row per band and a partial last
+    # band; SciPy's row-range kernels or the public sliced-matrix fallback) against dense
+    # matrices with explicit bilinear upsampling: values in float64 and float32, and the
+    # gradient (dense transposes) in float64
+    import scipy.sparse as sp
+
+    from ablation_paths.sift import decoder
+    from ablation_paths.sift.decoder import SparseLevel, decode_levels, to_torch_csr
+
+    monkeypatch.setattr(decoder, "_BAND_ELEMENTS", band)
+    if not kernel:
+        monkeypatch.setattr(decoder, "_st", None)
+    rng = np.random.default_rng(len(sizes) + sizes[0][0])
+    k, c, b = 6, 3, 4
+    mats = [sp.random(c * h * w, k, density=0.5, random_state=rng, format="csr") for h, w in sizes]
+    dense = [m.toarray() for m in mats]
+    gains = rng.normal(size=(b, k))
+    want = _reference_decode(dense, sizes, c, gains)
+    weights = rng.normal(size=want.shape)
+    for dtype, tol in [(torch.float64, 1e-12), (torch.float32, 1e-6)]:
+        levels = [
+            SparseLevel(1, s, c, to_torch_csr(m, dtype, "cpu"), to_torch_csr(m.T, dtype, "cpu"))
+            for m, s in zip(mats, sizes, strict=True)
+        ]
+        g = torch.tensor(gains, dtype=dtype, requires_grad=True)
+        out = decode_levels(levels, g, sizes[0])
+        assert out.shape == (b, c, *sizes[0]) and out.is_contiguous() and out.dtype == dtype
+        scale = np.abs(want).max()
+        np.testing.assert_allclose(out.detach().numpy(), want, rtol=0, atol=tol * scale)
+        (out * torch.tensor(weights, dtype=dtype)).sum().backward()
+        # d<D g, w>/dg = D^T w, D as the dense matrix of the reference (its columns: D(e_j))
+        d_cols = _reference_decode(dense, sizes, c, np.eye(k)).reshape(k, -1)
+        want_grad = weights.reshape(b, -1) @ d_cols.T
+        assert g.grad is not None
+        np.testing.assert_allclose(
+            g.grad.numpy(), want_grad, rtol=0, atol=tol * np.abs(want_grad).max()
+        )
+    levels64 = [
+        SparseLevel(
+            1, s, c, to_torch_csr(m, torch.float64, "cpu"), to_torch_csr(m.T, torch.float64, "cpu")
+        )
+        for m, s in zip(mats, sizes, strict=True)
+    ]
+    g64 = torch.tensor(gains[:2], requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: decode_levels(levels64, t, sizes[0]), (g64,))
+    with pytest.raises(ValueError, match="share dtype"):
+        decode_levels(levels64, g64.detach().float(), sizes[0])
+
+
+@pytest.mark.parametrize("shape", [(40, 56), (97, 131), (64, 64)])
+def test_banded_decoder_equals_the_whole_image_route(shape, monkeypatch):
+    # on real decompositions (float32, random gains): the banded CPU route against the route
+    # that sums all levels at full size and transposes once (the CPU code before the banded
+    # finest level; still the route on other devices)
+    from skimage import data, transform
+
+    from ablation_paths.sift import decoder
+
+    img = transform.resize(data.astronaut(), shape, anti_aliasing=True)
+    x = torch.from_numpy(img).permute(2, 0, 1).float().contiguous()
+    d = decompose(x)
+    gains = torch.rand(5, d.num_features, generator=torch.Generator().manual_seed(1)) * 2 - 0.5
+    want = decoder._decode_whole(d.levels, gains.T.contiguous())
+    for band in [1 << 18, 3 * shape[1] * 5]:  # one band per channel; bands of 3 rows
+        monkeypatch.setattr(decoder, "_BAND_ELEMENTS", band)
+        got = d.decode(gains)
+        assert _rel(got, want) < 1e-6
+        assert (got - want).abs().max() <= 2e-6 * want.abs().max()
+    assert _rel(d.decode(torch.ones(d.num_features)), x) < 3e-7

@@ -152,80 +152,138 @@ class AblationPath:
 
     def attribute(
         self,
-        inputs: Tensor,
-        baselines: Tensor | float | str | None = None,
+        inputs: Tensor | tuple[Tensor],
+        baselines: Tensor | float | str | tuple[Any] | None = None,
         target: int | Sequence[int] | Tensor | np.ndarray | None = None,
         additional_forward_args: Any = None,
         internal_batch_size: int | None = None,
         *,
         show_progress: bool = False,
+        return_convergence_delta: bool = False,
         score: str = "retain",
         reduction: str | None = None,
         window: bool = False,
         **options: Any,
-    ) -> Tensor:
+    ) -> Tensor | tuple[Tensor]:
         """Per-pixel attributions shaped like ``inputs`` (the heatmap repeated over channels).
 
         The arguments follow Captum's perturbation methods (``inputs, baselines, target,
         additional_forward_args``, then ``internal_batch_size`` and ``show_progress``).
 
         Args:
-            inputs: ``[B, C, H, W]`` (or one image ``[C, H, W]``).
-            baselines: ``None`` (blurred baseline), a scalar, a baseline name, or a tensor
-                shaped like ``inputs`` (or one image).
+            inputs: ``[B, C, H, W]`` (or one image ``[C, H, W]``), or a 1-tuple holding it
+                (the attributions are then a 1-tuple too, as in Captum); several input tensors
+                per example are not supported.
+            baselines: ``None`` (blurred baseline, not Captum's zeros), a scalar, a baseline
+                name, or a tensor shaped like ``inputs`` (or one image); or a 1-tuple of these.
             target: one class for all, one per input, or ``None`` for the predicted classes.
             additional_forward_args: extra arguments passed to the model after the images, as
                 in Captum (``model(images, *args)``); they are passed unchanged to every batch of
                 path images, so per-example tensors are not supported (an error says so).
             internal_batch_size: images per classifier call (bounds memory).
             show_progress: a progress bar per input.
+            return_convergence_delta: must be ``False``: ablation paths have no convergence
+                delta (``has_convergence_delta()`` is ``False`` in the Captum subclass).
             score: score function; ``reduction``: heatmap reduction (default: the score's
                 natural one); ``window``: apply the boundary window; other options go to
                 :class:`AblationPathConfig`.
 
         Returns:
-            Tensor shaped like ``inputs`` on the inputs' device and dtype; the results are kept
-            in ``self.results``.
+            Tensor shaped like ``inputs`` on the inputs' device and dtype (a 1-tuple for a
+            1-tuple input); the results are kept in ``self.results``.
         """
-        if isinstance(inputs, tuple):
-            raise TypeError(
-                "AblationPath explains one image tensor per example; tuple inputs (several "
-                "input tensors per example) are not supported"
+        if return_convergence_delta:
+            raise ValueError(
+                "return_convergence_delta=True: ablation paths have no convergence delta "
+                "(has_convergence_delta() is False); call attribute without it"
             )
+        if isinstance(inputs, tuple):
+            images, baseline = _one_tensor(inputs, baselines)
+            inner = self.attribute(
+                images,
+                baseline,
+                target,
+                additional_forward_args,
+                internal_batch_size,
+                show_progress=show_progress,
+                score=score,
+                reduction=reduction,
+                window=window,
+                **options,
+            )
+            assert isinstance(inner, Tensor)
+            return (inner,)
         batch = _as_batch(inputs)
         targets = _per_sample(target, batch.shape[0], "target")
         forward = _with_forward_args(self.forward_func, additional_forward_args, batch.shape[0])
-        if isinstance(baselines, Tensor) and baselines.dim() >= 3:
-            bl = _as_batch(baselines)
-            if bl.shape[0] == 1:
-                bl = bl.expand(batch.shape[0], *bl.shape[1:])
-            if bl.shape != batch.shape:
-                raise ValueError(
-                    f"baselines shape {tuple(bl.shape)} does not match inputs {tuple(batch.shape)}"
-                )
-            bls: list[Any] = list(bl)
-        else:
-            bls = [baselines if baselines is not None else "blur"] * batch.shape[0]
+        bls = _per_sample_baselines(baselines, batch)
+        options["score"] = score
         if internal_batch_size is not None:
             options["batch_size"] = internal_batch_size
-        self.results = []
+        self._explain_each(batch, targets, bls, forward, show_progress, options)
         out = torch.empty_like(batch)
-        for i in range(batch.shape[0]):
-            res = explain(
-                forward,
-                batch[i].detach(),
-                targets[i],
-                score=score,
-                baseline=bls[i],
-                transform=self.transform,
-                keep_frames=False,
-                progress=show_progress,
-                **options,
-            )
-            self.results.append(res)
+        for i, res in enumerate(self.results):
             h = res.heatmap(reduction, window=window).to(device=batch.device, dtype=batch.dtype)
             out[i] = h.unsqueeze(0).expand_as(batch[i])
         return out if inputs.dim() == 4 else out[0]
+
+    def _explain_each(
+        self,
+        batch: Tensor,
+        targets: list[Any],
+        baselines: list[Any],
+        forward: nn.Module | Callable[[Tensor], Tensor],
+        progress: bool,
+        options: dict[str, Any],
+    ) -> None:
+        """:func:`explain` for each image of ``batch`` ``[B, C, H, W]``, into ``self.results``."""
+        self.results = [
+            explain(
+                forward,
+                batch[i].detach(),
+                targets[i],
+                baseline=baselines[i],
+                transform=self.transform,
+                keep_frames=False,
+                progress=progress,
+                **options,
+            )
+            for i in range(batch.shape[0])
+        ]
+
+
+def _one_tensor(inputs: tuple[Any, ...], baselines: Any) -> tuple[Tensor, Any]:
+    """Captum's tuple form with one input tensor: ``((batch,), (baseline,))`` -> ``(batch,
+    baseline)``; several tensors per example are refused."""
+    if len(inputs) != 1 or not isinstance(inputs[0], Tensor):
+        raise TypeError(
+            f"AblationPath explains one image tensor per example; tuple inputs with "
+            f"{len(inputs)} entries are not supported (a 1-tuple (images,) is)"
+        )
+    return inputs[0], baselines
+
+
+def _per_sample_baselines(baselines: Any, batch: Tensor) -> list[Any]:
+    """One baseline per image of ``batch`` ``[B, C, H, W]``: a tensor shaped like the batch (or
+    one image, broadcast) is split, anything else is repeated (``None`` -> ``"blur"``). A
+    1-tuple is Captum's form of one baseline (``NoiseTunnel`` passes that)."""
+    if isinstance(baselines, tuple):
+        if len(baselines) != 1:
+            raise TypeError(
+                f"baselines: a tuple of {len(baselines)} entries; one image tensor per example "
+                f"takes one baseline (or a 1-tuple of it)"
+            )
+        baselines = baselines[0]
+    if isinstance(baselines, Tensor) and baselines.dim() >= 3:
+        bl = _as_batch(baselines)
+        if bl.shape[0] == 1:
+            bl = bl.expand(batch.shape[0], *bl.shape[1:])
+        if bl.shape != batch.shape:
+            raise ValueError(
+                f"baselines shape {tuple(bl.shape)} does not match inputs {tuple(batch.shape)}"
+            )
+        return list(bl)
+    return [baselines if baselines is not None else "blur"] * batch.shape[0]
 
 
 def _with_forward_args(
@@ -284,4 +342,5 @@ def explain_func(
         window=bool(kwargs.get("window", False)),
         **{k: v for k, v in kwargs.items() if k in config_fields},
     )
+    assert isinstance(attr, Tensor)  # a tensor in, a tensor out
     return attr[:, :1].detach().cpu().numpy()

@@ -17,8 +17,8 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import fields
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 from ablation_paths.api import explain
 from ablation_paths.bench.cli import add_bench_parser
 from ablation_paths.diagnostics import result_warnings
+from ablation_paths.inputs import Preprocess
 from ablation_paths.io import (
     OutputPathError,
     atomic_path,
@@ -34,10 +35,13 @@ from ablation_paths.io import (
     check_output_dir,
     unique_names,
 )
+from ablation_paths.labels import LABEL_SETS, load_class_names
 from ablation_paths.many.cli import add_audit_parser, add_many_arguments, run_many, wants_many
 from ablation_paths.mask_spaces import mask_space_names
 from ablation_paths.models import (
-    imagenet_normalize,
+    NORMALIZATIONS,
+    PREPROCESS_PRESETS,
+    LoadedModel,
     load_model_spec,
     parse_model_args,
     resolve_device,
@@ -48,7 +52,7 @@ from ablation_paths.report import write_report
 from ablation_paths.result import AblationPathResult, load
 from ablation_paths.scores import SCORES
 
-__all__ = ["main", "write_outputs", "OUTPUT_FILES"]
+__all__ = ["main", "write_outputs", "OUTPUT_FILES", "ModelSetup", "model_setup", "preprocessing"]
 
 #: Files ``explain`` writes per image; ``summary.json`` is written last, so its presence means
 #: the other four belong to the same, complete result.
@@ -211,11 +215,57 @@ def _plan_outputs(args: argparse.Namespace) -> list[tuple[str, Any, int | None, 
     several = len(inputs) > 1
     out_dirs = [check_output_dir(out_root / n) if several else out_root for n, _, _ in inputs]
     read_files = list(args.images)
-    for extra in (args.class_names, args.baseline, args.model, args.weights):
+    for extra in (args.labels, args.baseline, args.model, args.weights):
         if extra and Path(extra).is_file():
             read_files.append(extra)
     check_not_input([d / f for d in out_dirs for f in OUTPUT_FILES], read_files)
     return [(n, img, label, d) for (n, img, label), d in zip(inputs, out_dirs, strict=True)]
+
+
+@dataclass
+class ModelSetup:
+    """What ``explain`` (one image or many) computes with, from the command-line options."""
+
+    loaded: LoadedModel
+    class_names: list[str] | None
+    transform: Callable[[Any], Any] | None
+    image_size: int | None  # --size (squash), or the model's own size; None with preprocess
+    preprocess: Preprocess | None  # --resize / --crop / --preprocess
+
+
+def preprocessing(args: argparse.Namespace) -> tuple[Preprocess | None, str | None]:
+    """``(resize + crop, normalisation name)`` from ``--preprocess``, ``--resize``, ``--crop``
+    and ``--normalize`` (explicit options override the preset's). ``--size`` with a resize or a
+    crop is an error: it squashes, they keep the aspect ratio."""
+    preset = PREPROCESS_PRESETS[args.preprocess] if args.preprocess else {}
+    resize = args.resize if args.resize is not None else preset.get("resize")
+    crop = args.crop if args.crop is not None else preset.get("crop")
+    normalize = args.normalize if args.normalize is not None else preset.get("normalize")
+    if args.size is not None and (resize is not None or crop is not None):
+        raise ValueError(
+            "--size squashes images to SIZE x SIZE; --resize/--crop/--preprocess resize the "
+            "shorter side and centre-crop: give one or the other"
+        )
+    prep = Preprocess(resize, crop)
+    return (prep if prep.active else None), normalize
+
+
+def model_setup(args: argparse.Namespace, device: Any) -> ModelSetup:
+    """Check the preprocessing options, load the model (``--model``, ``--model-arg``,
+    ``--weights``) on ``device`` and resolve class names (``--labels``, else the model's own)
+    and the transform (``--normalize``/``--preprocess``, else the model's own)."""
+    prep, normalize = preprocessing(args)
+    model_args = parse_model_args(args.model_arg)
+    class_names = load_class_names(args.labels) if args.labels else None
+    loaded = load_model_spec(args.model, device=device, model_args=model_args, weights=args.weights)
+    size = args.size if args.size is not None else loaded.image_size
+    return ModelSetup(
+        loaded=loaded,
+        class_names=class_names if class_names is not None else loaded.class_names,
+        transform=NORMALIZATIONS[normalize] if normalize is not None else loaded.transform,
+        image_size=None if prep is not None else size,
+        preprocess=prep,
+    )
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -224,21 +274,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     # everything that can be checked is checked before the model is loaded or anything computed
     planned = _plan_outputs(args)
-    loaded = load_model_spec(
-        args.model,
-        device=device,
-        model_args=parse_model_args(args.model_arg),
-        weights=args.weights,
-    )
-    class_names = loaded.class_names
-    if args.class_names:
-        class_names = [
-            line.strip()
-            for line in Path(args.class_names).read_text(encoding="utf-8").splitlines()
-            if line.strip()
-        ]
-    transform = imagenet_normalize if args.normalize == "imagenet" else loaded.transform
-    size = args.size if args.size is not None else loaded.image_size
+    setup = model_setup(args, device)
     options = {
         f.name: getattr(args, f.name)
         for f in fields(AblationPathConfig)
@@ -250,22 +286,24 @@ def cmd_explain(args: argparse.Namespace) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = explain(
-                loaded.model,
-                image,
+                setup.loaded.model,
+                setup.preprocess.load(image) if setup.preprocess is not None else image,
                 target,
                 score=args.score,
                 baseline=args.baseline,
                 features=args.features,
-                transform=transform,
-                class_names=class_names,
-                image_size=size,
+                transform=setup.transform,
+                class_names=setup.class_names,
+                image_size=setup.image_size,
                 device=device,
                 progress=not args.quiet,
                 **options,
             )
         result.info["wall_seconds"] = time.perf_counter() - start
         result.info["input"] = str(image) if isinstance(image, str) else str(name)
-        result.info["model"] = loaded.description
+        result.info["model"] = setup.loaded.description
+        if setup.preprocess is not None:
+            result.info["preprocess"] = asdict(setup.preprocess)
         if label is not None:
             result.info["true_label"] = int(label)
         write_outputs(result, out_dir)
@@ -317,6 +355,56 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def _preprocessing_args(ex: argparse.ArgumentParser) -> None:
+    g = ex.add_argument_group(
+        "image preprocessing and class names",
+        "torchvision's evaluation transform is --resize 256 --crop 224 --normalize imagenet "
+        "(= --preprocess imagenet); --size instead squashes every image to a square.",
+    )
+    g.add_argument(
+        "--size",
+        type=_int_at_least(2),
+        help="squash images to SIZE x SIZE, aspect ratio NOT kept (default: the model's size "
+        "if known; otherwise images over 512x512 pixels are downscaled, aspect kept)",
+    )
+    g.add_argument(
+        "--resize",
+        type=_int_at_least(2),
+        metavar="N",
+        help="resize the shorter side to N pixels, aspect kept (bilinear, antialiased), as "
+        "torchvision's Resize(N)",
+    )
+    g.add_argument(
+        "--crop",
+        type=_int_at_least(2),
+        metavar="M",
+        help="then keep the central M x M pixels, as torchvision's CenterCrop(M)",
+    )
+    g.add_argument(
+        "--normalize",
+        choices=tuple(NORMALIZATIONS),
+        help="normalisation before the model (default: none, or the preset's)",
+    )
+    presets = "; ".join(
+        f"{k} = --resize {v['resize']} --crop {v['crop']} --normalize {v['normalize']}"
+        for k, v in PREPROCESS_PRESETS.items()
+    )
+    g.add_argument(
+        "--preprocess",
+        choices=tuple(PREPROCESS_PRESETS),
+        help=f"named preprocessing: {presets} (explicit options override its parts)",
+    )
+    g.add_argument(
+        "--labels",
+        "--class-names",
+        dest="labels",
+        metavar="NAME|FILE",
+        help=f"class names: {', '.join(LABEL_SETS)} (the bundled 1000 ImageNet-1k names) or a "
+        "text file with one name per line (default: the model's own; the ImageNet names for a "
+        "torchvision model with 1000 classes)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="ablation-paths",
@@ -330,21 +418,22 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument(
         "--model",
         default="demo",
-        help="'demo', 'package.module:callable' returning an nn.Module, or a TorchScript file "
-        "(both run code: use only ones you trust)",
+        help="'demo', 'torchvision:NAME' (e.g. torchvision:resnet50, random weights unless "
+        "--weights), 'package.module:callable' returning an nn.Module, or a TorchScript file "
+        "(the last two run code: use only ones you trust)",
     )
     ex.add_argument(
         "--model-arg",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="keyword argument for a 'package.module:callable' model (repeatable), e.g. "
-        "num_classes=10",
+        help="keyword argument for a 'torchvision:NAME' or 'package.module:callable' model "
+        "(repeatable), e.g. num_classes=10",
     )
     ex.add_argument(
         "--weights",
         help="state dict (.pt/.pth, read with weights_only=True) or .safetensors file loaded "
-        "into a 'package.module:callable' model (runs no code)",
+        "into a 'torchvision:NAME' or 'package.module:callable' model (runs no code)",
     )
     ex.add_argument("--target", help="class index or name (default: the predicted class)")
     ex.add_argument("--score", choices=SCORES, default="retain")
@@ -355,19 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--baseline", default="blur", help="blur | blur:SIGMA | black | gray | mean | FILE"
     )
     ex.add_argument("--out", default="ablation_output", help="output folder")
-    ex.add_argument(
-        "--size",
-        type=_int_at_least(2),
-        help="resize images to SIZE x SIZE (default: the model's size if known; otherwise "
-        "images over 512x512 pixels are downscaled)",
-    )
-    ex.add_argument(
-        "--normalize",
-        choices=("none", "imagenet"),
-        default="none",
-        help="preprocessing before the model",
-    )
-    ex.add_argument("--class-names", help="text file with one class name per line")
+    _preprocessing_args(ex)
     ex.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     ex.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_debug(ex, argparse.SUPPRESS)

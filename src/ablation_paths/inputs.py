@@ -6,6 +6,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeAlias, Union, runtime_checkable
 
@@ -27,6 +28,9 @@ __all__ = [
     "ImageInputError",
     "ModelOutputError",
     "load_image",
+    "Preprocess",
+    "resized_size",
+    "center_crop_box",
     "check_image",
     "check_size",
     "ClassifierFn",
@@ -176,6 +180,8 @@ def load_image(
     image: ImageLike,
     size: int | tuple[int, int] | None = None,
     *,
+    resize: int | None = None,
+    crop: int | None = None,
     max_pixels: int | None = MAX_PIXELS,
 ) -> Tensor:
     """Turn a tensor ``[C, H, W]``, an array ``[H, W, C]``, a PIL image, an image file path or an
@@ -185,32 +191,140 @@ def load_image(
     Files and PIL images become RGB in ``[0, 1]``: 8-bit data divided by 255, 16-bit data by
     65535, float data kept when in ``[0, 1]`` and otherwise rescaled linearly with an
     :class:`InputWarning`. Files with more than :data:`MAX_DECODE_PIXELS` pixels are refused
-    before decoding. ``size`` resizes files and PIL images (bilinear, antialiased; an int gives a
-    square); without it, images with more than ``max_pixels`` pixels are downscaled (aspect kept)
-    with an :class:`InputWarning` (``max_pixels=None`` disables this). Tensors and arrays are
-    validated but neither rescaled nor resized (``uint8`` / ``uint16`` arrays are divided by
-    255 / 65535).
+    before decoding.
+
+    Sizes (give ``size`` or ``resize``/``crop``, not both):
+
+    * ``size`` *squashes* files and PIL images to ``size x size`` (or ``(H, W)``; bilinear,
+      antialiased), whatever their aspect ratio; tensors and arrays are not resized.
+    * ``resize`` / ``crop``: torchvision's evaluation transform, ``Resize(resize)`` then
+      ``CenterCrop(crop)``, for every kind of input: the shorter side becomes ``resize`` pixels
+      (the longer one ``int(resize * long / short)``; bilinear, antialiased: Pillow's filter for
+      8-bit images, ``torch.nn.functional.interpolate(antialias=True)`` otherwise), then the
+      central ``crop x crop`` pixels are kept, from row ``round((H - crop) / 2)`` and column
+      ``round((W - crop) / 2)`` (Python's ``round``, as torchvision). A crop larger than the
+      image is an :class:`ImageInputError` (torchvision would pad with zeros).
+    * neither: images with more than ``max_pixels`` pixels are downscaled (aspect kept) with an
+      :class:`InputWarning` (``max_pixels=None`` disables this).
+
+    Tensors and arrays are validated but not rescaled (``uint8`` / ``uint16`` arrays are divided
+    by 255 / 65535).
     """
     from PIL import Image
 
     hw = check_size(size)
+    if hw is not None and (resize is not None or crop is not None):
+        raise ImageInputError(
+            "give either size (squash to a fixed size) or resize/crop (shorter side + centre "
+            "crop), not both"
+        )
+    prep = Preprocess(resize, crop)
     if isinstance(image, HasImage) and not isinstance(image, (Tensor, np.ndarray)):
-        return load_image(image.image, size, max_pixels=max_pixels)
+        return load_image(image.image, size, resize=resize, crop=crop, max_pixels=max_pixels)
     if isinstance(image, Tensor):
-        return check_image(image)
+        return prep.apply_tensor(check_image(image))
     if isinstance(image, np.ndarray):
-        return check_image(torch.from_numpy(_array_to_chw(image)))
+        return prep.apply_tensor(check_image(torch.from_numpy(_array_to_chw(image))))
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
-        what = f"image file {path}"
         with _open_image_file(path) as img:
-            return _finish_pil(img, hw, max_pixels, what)
+            return prep.apply_pil(img, hw, max_pixels, f"image file {path}")
     if isinstance(image, Image.Image):
-        return _finish_pil(image, hw, max_pixels, "the PIL image")
+        return prep.apply_pil(image, hw, max_pixels, "the PIL image")
     raise TypeError(
         f"image must be a tensor [C, H, W], a numpy array, a PIL image, a file path or an object "
         f"with an .image tensor, got {type(image).__name__}"
     )
+
+
+def resized_size(height: int, width: int, shorter: int) -> tuple[int, int]:
+    """``(H', W')`` after resizing the shorter side to ``shorter`` pixels, aspect kept: the longer
+    side becomes ``int(shorter * long / short)`` (truncated, as ``torchvision.transforms.Resize``
+    with an int)."""
+    if width <= height:
+        return int(shorter * height / width), shorter
+    return shorter, int(shorter * width / height)
+
+
+def center_crop_box(height: int, width: int, crop: int, what: str = "the image") -> tuple[int, int]:
+    """``(top, left)`` of the central ``crop x crop`` window: ``round((H - crop) / 2)`` and
+    ``round((W - crop) / 2)`` with Python's ``round`` (half to even), as torchvision's
+    ``center_crop``. Raises :class:`ImageInputError` when ``crop`` exceeds ``H`` or ``W``."""
+    if crop > height or crop > width:
+        raise ImageInputError(
+            f"centre crop {crop}x{crop} is larger than {what} ({width}x{height} pixels, "
+            f"width x height); choose a crop of at most {min(height, width)} or a larger resize"
+        )
+    return int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
+
+
+def _check_side(value: int | None, name: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ImageInputError(f"{name} must be an int number of pixels, got {value!r}")
+    if value < 2:
+        raise ImageInputError(f"{name} must be at least 2 pixels, got {value}")
+    if value * value > MAX_DECODE_PIXELS:
+        raise ImageInputError(f"{name}={value} exceeds the limit of {MAX_DECODE_PIXELS} pixels")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """torchvision-style evaluation preprocessing of an image (normalisation aside, which is
+    the model's ``transform``): ``Resize(resize)`` -- the shorter side to ``resize`` pixels,
+    aspect kept, bilinear, antialiased -- then ``CenterCrop(crop)``. Either may be ``None``
+    (skipped). See :func:`load_image` for the exact arithmetic.
+
+    >>> Preprocess(resize=256, crop=224).load("photo.jpg").shape   # a 451x300 photo
+    torch.Size([3, 224, 224])
+    """
+
+    resize: int | None = None
+    crop: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_side(self.resize, "resize")
+        _check_side(self.crop, "crop")
+
+    @property
+    def active(self) -> bool:
+        """Whether it changes anything (``resize`` or ``crop`` given)."""
+        return self.resize is not None or self.crop is not None
+
+    def load(self, image: ImageLike) -> Tensor:
+        """:func:`load_image` with this preprocessing: a float tensor ``[C, crop, crop]``."""
+        return load_image(image, resize=self.resize, crop=self.crop)
+
+    def apply_tensor(self, image: Tensor) -> Tensor:
+        """Resize and crop an image tensor ``[C, H, W]`` (``F.interpolate``, bilinear,
+        antialiased; values stay within the input's range)."""
+        if self.resize is not None:
+            hw = resized_size(image.shape[-2], image.shape[-1], self.resize)
+            if tuple(image.shape[-2:]) != hw:
+                image = F.interpolate(image[None], size=hw, mode="bilinear", antialias=True)[
+                    0
+                ].clamp(float(image.min()), float(image.max()))
+        return self._crop(image, "the image")
+
+    def apply_pil(
+        self, img: PILImage.Image, hw: tuple[int, int] | None, max_pixels: int | None, what: str
+    ) -> Tensor:
+        """Decode a PIL image (see :func:`load_image`) and resize and crop it."""
+        if not self.active:
+            return _finish_pil(img, hw, max_pixels, what)
+        w, h = img.size
+        hw = resized_size(h, w, self.resize) if self.resize is not None else None
+        return self._crop(_finish_pil(img, hw, None, what), what)
+
+    def _crop(self, image: Tensor, what: str) -> Tensor:
+        if self.crop is None:
+            return image
+        h, w = int(image.shape[-2]), int(image.shape[-1])
+        if self.resize is not None:
+            what = f"{what} after resizing its shorter side to {self.resize}"
+        top, left = center_crop_box(h, w, self.crop, what)
+        return image[:, top : top + self.crop, left : left + self.crop].contiguous()
 
 
 def _array_to_chw(arr: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import sys
@@ -20,7 +21,13 @@ __all__ = [
     "import_model_module",
     "resolve_device",
     "imagenet_normalize",
+    "NORMALIZATIONS",
+    "PREPROCESS_PRESETS",
+    "TORCHVISION_PREFIX",
 ]
+
+#: Model specs ``torchvision:NAME`` build ``torchvision.models.NAME(weights=None, **model_args)``.
+TORCHVISION_PREFIX = "torchvision:"
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -31,6 +38,19 @@ def imagenet_normalize(images: Tensor) -> Tensor:
     mean = torch.tensor(_IMAGENET_MEAN, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(_IMAGENET_STD, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     return (images - mean) / std
+
+
+#: Named normalisations (``--normalize NAME``): images in ``[0, 1]`` -> what the model expects.
+NORMALIZATIONS: dict[str, Callable[[Tensor], Tensor] | None] = {
+    "none": None,
+    "imagenet": imagenet_normalize,
+}
+
+#: Named preprocessing (``--preprocess NAME``): torchvision's evaluation transform for ImageNet
+#: classifiers, ``Resize(256)``, ``CenterCrop(224)``, ``Normalize(mean, std)``.
+PREPROCESS_PRESETS: dict[str, dict[str, Any]] = {
+    "imagenet": {"resize": 256, "crop": 224, "normalize": "imagenet"},
+}
 
 
 @dataclass
@@ -139,6 +159,10 @@ def load_model_spec(
     """Load a classifier from ``spec``.
 
     * ``demo`` (or ``demo:NAME``): the shipped demo classifier;
+    * ``torchvision:NAME`` (e.g. ``torchvision:resnet50``): builds
+      ``torchvision.models.NAME(weights=None, **model_args)`` (needs the ``torchvision``
+      package), then loads ``weights``; a model with 1000 outputs (``num_classes`` not given
+      or 1000) gets the bundled ImageNet class names (:mod:`ablation_paths.labels`);
     * ``package.module:callable``: calls ``callable(**model_args)``, which must return an
       ``nn.Module`` (installed modules win over files in the current directory, see
       :func:`import_model_module`); ``weights`` (a state dict read with ``weights_only=True``, or
@@ -155,7 +179,8 @@ def load_model_spec(
     is_callable_spec = ":" in spec and not is_demo and not Path(spec).is_file()
     if (model_args or weights is not None) and not is_callable_spec:
         raise ValueError(
-            "--model-arg and --weights apply to a 'package.module:callable' model only, "
+            "--model-arg and --weights apply to 'torchvision:NAME' and 'package.module:callable' "
+            "models only, "
             f"not to {spec!r}"
         )
     if is_demo:
@@ -184,11 +209,13 @@ def load_model_spec(
                 f"--model package.module:callable"
             ) from exc
         return LoadedModel(model.eval(), description=f"TorchScript file {path}")
+    if spec.startswith(TORCHVISION_PREFIX):
+        return _load_torchvision(spec, device, model_args, weights)
     if ":" in spec:
         return _load_callable(spec, device, model_args, weights)
     raise ValueError(
-        f"cannot interpret --model {spec!r}: use 'demo', 'package.module:callable' or a "
-        f"TorchScript file"
+        f"cannot interpret --model {spec!r}: use 'demo', 'torchvision:NAME', "
+        f"'package.module:callable' or a TorchScript file"
     )
 
 
@@ -228,3 +255,77 @@ def _load_callable(
         list(names) if names is not None else None,
         description=f"{spec}",
     )
+
+
+def _torchvision_models() -> ModuleType:
+    """``torchvision.models``, or an ImportError that names the ``torchvision`` package."""
+    from ablation_paths._optional import MissingOptionalDependency
+
+    try:
+        return importlib.import_module("torchvision.models")
+    except ModuleNotFoundError as exc:
+        if (exc.name or "torchvision").split(".")[0] == "torchvision":
+            raise MissingOptionalDependency(
+                "--model torchvision:NAME needs the torchvision package, which is not "
+                f"installed: pip install torchvision (the release made for torch "
+                f"{torch.__version__})"
+            ) from exc
+        reason: BaseException = exc
+    except Exception as exc:  # a torchvision built for another torch fails in many ways
+        reason = exc
+    first = (str(reason).strip().splitlines() or [type(reason).__name__])[0]
+    raise MissingOptionalDependency(
+        f"--model torchvision:NAME: the torchvision package is installed but cannot be imported "
+        f"({type(reason).__name__}: {first}); install the torchvision release made for torch "
+        f"{torch.__version__}"
+    ) from reason
+
+
+def torchvision_model_names() -> list[str]:
+    """The classification models of the installed torchvision (``torchvision.models``)."""
+    models = _torchvision_models()
+    if not hasattr(models, "list_models"):
+        raise ValueError("--model torchvision:NAME needs torchvision >= 0.14 (list_models)")
+    return sorted(models.list_models(module=models))
+
+
+def _load_torchvision(
+    spec: str,
+    device: str | torch.device,
+    model_args: Mapping[str, Any] | None,
+    weights: str | os.PathLike[str] | None,
+) -> LoadedModel:
+    """A ``torchvision:NAME`` spec: ``torchvision.models.NAME(weights=None, **model_args)``,
+    then ``weights`` from a local file (:func:`ablation_paths.weights.load_weights`)."""
+    name = spec[len(TORCHVISION_PREFIX) :].strip()
+    names = torchvision_model_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+        hint = f"close names: {', '.join(close)}" if close else f"known: {', '.join(names)}"
+        raise ValueError(
+            f"--model {spec}: torchvision has no classification model {name!r}; {hint}"
+        )
+    kwargs = dict(model_args or {})
+    if weights is not None and kwargs.get("weights") is not None:
+        raise ValueError("give either --weights FILE or --model-arg weights=..., not both")
+    kwargs.setdefault("weights", None)
+    builder = _torchvision_models().get_model_builder(name)
+    try:
+        model = builder(**kwargs)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ValueError(
+            f"--model {spec}: torchvision.models.{name}() failed: {type(exc).__name__}: {first}"
+        ) from exc
+    description = f"torchvision.models.{name}"
+    if weights is not None:
+        from ablation_paths.weights import load_weights
+
+        load_weights(model, weights)
+        description += f" with weights {weights}"
+    class_names = None
+    if kwargs.get("num_classes", 1000) == 1000:
+        from ablation_paths.labels import imagenet_class_names
+
+        class_names = imagenet_class_names()
+    return LoadedModel(model.to(device).eval(), class_names, description=description)

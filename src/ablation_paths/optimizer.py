@@ -7,10 +7,12 @@ pixel masks and SIFT feature gains share it unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +20,7 @@ from torch import Tensor
 
 from ablation_paths.inputs import ClassifierFn
 from ablation_paths.mask_spaces import MaskSpace
-from ablation_paths.paths import affine_path, project, saturation
+from ablation_paths.paths import affine_path, project, resample_path, saturation
 from ablation_paths.scores import n_paths, score_terms
 
 __all__ = [
@@ -36,6 +38,13 @@ __all__ = [
 #: Candidate blurs for ``regularization="auto"``, weak to strong, as fractions of the image side
 #: (0.01 ~ 2.2 px and 0.09 ~ 20 px at 224 px, spanning the thesis's sweep of 1-10 px and more).
 AUTO_REGULARIZATION: tuple[float, ...] = (0.005, 0.01, 0.02, 0.03, 0.045, 0.065, 0.09)
+
+#: Precisions of the optimiser's classifier passes (``AblationPathConfig.precision``).
+PRECISIONS: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
 
 #: Bounds of the adapted step size (``adapt_step``) as multiples of ``step_size``.
 STEP_RANGE: tuple[float, float] = (0.25, 2.0)
@@ -67,7 +76,10 @@ class AblationPathConfig:
             about 38 iterations to saturate; a saturation ramping from 0 to 3 over 10
             iterations with full steps needs about 11 (at most 16) with the same pointing
             accuracy. A strong saturation from the first step instead locks in the first,
-            IG-like features (thesis 2.5.2).
+            IG-like features (thesis 2.5.2). With the coarse-to-fine schedule a ramp over 8
+            iterations keeps the benchmark's averages (n = 80 per dataset) and saves one
+            iteration in ten, but the demo disc's path score falls from 0.94 to 0.75 (its
+            steps oscillate); over 6 it loses mass inside the object (docs/performance.md).
         regularization: Gaussian regularisation blur (eq. 2.24) as a fraction of the image's
             longer side, so one value serves every resolution (0.03 = 6.7 px at 224 px, the
             thesis's best of about 7 px). Converted to mask pixels internally; 0 disables it.
@@ -93,6 +105,20 @@ class AblationPathConfig:
         batch_size: images per classifier call (bounds memory); ``None`` = whole path at once.
         monotonize: ``"minimax"`` or ``"flatten"`` (see :func:`ablation_paths.monotonize`).
         score_with_ends: include the fixed ends ``t = 0, 1`` in the reported path score.
+        n_steps_start: coarse-to-fine in ``t``: start with this many interior samples and
+            double them every ``refine_every`` iterations until ``n_steps`` (the path is
+            resampled piecewise linearly, :func:`~ablation_paths.paths.resample_path`); the
+            classifier's cost per iteration is proportional to the number of samples.
+            ``None`` (or a value >= ``n_steps``): ``n_steps`` from the start (the thesis's
+            schedule). The stop rule only applies at the full ``n_steps``.
+        refine_every: iterations spent at each coarse number of samples.
+        precision: ``"float32"`` or a reduced precision (``"bfloat16"``, ``"float16"``) for
+            the optimiser's forward and backward passes (``torch.autocast``); the path's
+            probabilities, score and heatmaps are always evaluated in the model's own precision
+            afterwards, so reduced precision only changes the search direction.
+        sharpen: break the ties of the average and class-transition heatmaps' top plateau
+            towards the plateau's centre (:mod:`ablation_paths.sharpening`; changes no value
+            by more than ``1e-5``). Used by :func:`ablation_paths.explain`, not the optimiser.
     """
 
     n_steps: int = 16
@@ -109,18 +135,28 @@ class AblationPathConfig:
     batch_size: int | None = 32
     monotonize: str = "minimax"
     score_with_ends: bool = False
+    n_steps_start: int | None = 4
+    refine_every: int = 3
+    sharpen: bool = True
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
-        for name in ("n_steps", "saturation_ramp", "max_iterations", "min_iterations"):
+        for name in (
+            "n_steps",
+            "saturation_ramp",
+            "max_iterations",
+            "min_iterations",
+            "refine_every",
+        ):
             _check_int(name, getattr(self, name))
-        for name in ("mask_size", "batch_size"):
+        for name in ("mask_size", "batch_size", "n_steps_start"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name))
         for name in ("step_size", "saturation", "pinch", "stop_saturation"):
             _check_number(name, getattr(self, name))
         if not isinstance(self.regularization, str):
             _check_number("regularization", self.regularization)
-        for name in ("score_with_ends", "adapt_step"):
+        for name in ("score_with_ends", "adapt_step", "sharpen"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.n_steps < 1:
@@ -153,6 +189,14 @@ class AblationPathConfig:
             )
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}")
+        if self.n_steps_start is not None and self.n_steps_start < 1:
+            raise ValueError(f"n_steps_start must be >= 1 or None, got {self.n_steps_start}")
+        if self.refine_every < 1:
+            raise ValueError(f"refine_every must be >= 1, got {self.refine_every}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
         if self.monotonize not in ("minimax", "flatten"):
             raise ValueError(f"monotonize must be 'minimax' or 'flatten', got {self.monotonize!r}")
 
@@ -165,6 +209,12 @@ class AblationPathConfig:
                 f"known: {', '.join(sorted(asdict(self)))}"
             )
         return AblationPathConfig(**{**asdict(self), **changes})  # type: ignore[arg-type]
+
+    def n_steps_at(self, iteration: int) -> int:
+        """Interior samples used at ``iteration`` (0-based) by the coarse-to-fine schedule."""
+        if self.n_steps_start is None:
+            return self.n_steps
+        return min(self.n_steps, self.n_steps_start * 2 ** (iteration // self.refine_every))
 
     def resolved_mask_size(self, height: int, width: int) -> tuple[int, int]:
         """Mask ``(h, w)`` for an image of ``height x width`` pixels (aspect ratio kept)."""
@@ -214,6 +264,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast`` to ``precision`` on ``device`` (nothing for ``"float32"``)."""
+    if precision == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=PRECISIONS[precision])
+
+
 def evaluate_masks(
     classifier: ClassifierFn,
     space: MaskSpace,
@@ -221,6 +278,7 @@ def evaluate_masks(
     target: int,
     coefficients: Tensor | None = None,
     batch_size: int | None = None,
+    precision: str = "float32",
 ) -> tuple[Tensor, Tensor | None]:
     """Classify the images of a batch of masks, optionally with the gradient of a weighted sum.
 
@@ -232,6 +290,8 @@ def evaluate_masks(
         coefficients: ``[M]``; if given, returns the gradient of
             ``sum_m coefficients[m] * F_target(image_m)`` with respect to ``masks``.
         batch_size: images per classifier call.
+        precision: autocast precision of the gradient passes (see
+            :attr:`AblationPathConfig.precision`); probabilities are returned in float32.
 
     Returns:
         ``(probs [M, K], grad [M, *mask_shape] or None)``.
@@ -247,7 +307,11 @@ def evaluate_masks(
             continue
         chunk.requires_grad_(True)
         with torch.enable_grad():
-            probs = torch.softmax(classifier(space.apply(chunk)), dim=1)
+            with _autocast(chunk.device, precision):
+                logits = classifier(space.apply(chunk))
+            if precision != "float32":  # autocast's half-precision logits
+                logits = logits.float()
+            probs = torch.softmax(logits, dim=1)
             objective = (probs[:, target] * coefficients[start : start + size]).sum()
             if not objective.requires_grad:
                 raise ValueError(
@@ -300,6 +364,7 @@ def score_gradient(
     target: int,
     score: str,
     batch_size: int | None = None,
+    precision: str = "float32",
 ) -> ScoreGradient:
     """Value and gradient of a score at ``paths [P, T, *mask_shape]`` (one classifier pass).
 
@@ -317,7 +382,9 @@ def score_gradient(
         ]
     )
     masks = term_masks(paths, score)
-    probs, grad = evaluate_masks(classifier, space, masks, target, coefficients, batch_size)
+    probs, grad = evaluate_masks(
+        classifier, space, masks, target, coefficients, batch_size, precision
+    )
     assert grad is not None
     target_probs = list(probs[:, target].split(t_count))
     term_values = [
@@ -432,7 +499,7 @@ def _take_step(
     new valid paths, same shape as ``paths``.
     """
     cfg, space = prob.config, prob.space
-    n_p, t_count = paths.shape[0], cfg.n_steps
+    n_p, t_count = paths.shape[:2]
     h = torch.tensor(steps, dtype=flat.dtype, device=flat.device).view(n_p, 1, 1)
     step = flat * (h / torch.where(norm > 0, norm, 1.0))
     new = (paths.reshape(n_p, t_count, -1) + step).reshape(paths.shape)
@@ -467,20 +534,42 @@ def _adapt_steps(steps: list[float], paths: Tensor, old_paths: Tensor, step_size
             steps[i] = min(max_step, max(min_step, steps[i] * factor))
 
 
+def _refine(run: _Run, t_count: int, prob: _Problem) -> None:
+    """Resample ``run.paths`` to ``t_count`` interior samples if they have another number
+    (coarse-to-fine in ``t``), projected onto the axioms again (interpolation keeps them up to
+    rounding)."""
+    if run.paths.shape[1] == t_count:
+        return
+    cfg = prob.config
+    run.paths = torch.stack(
+        [
+            project(resample_path(p, t_count), prob.weights, monotonize_method=cfg.monotonize)
+            for p in run.paths
+        ]
+    )
+
+
 def _iterate(run: _Run, iteration: int, prob: _Problem) -> bool:
     """One iteration of Algorithm 2 on ``run`` (updated in place); ``True``: stop the loop."""
     cfg = prob.config
     device = prob.space.target.device
+    _refine(run, cfg.n_steps_at(iteration), prob)
     _sync(device)
     t0 = time.perf_counter()
     sg = score_gradient(
-        prob.classifier, prob.space, run.paths, prob.target, prob.score, cfg.batch_size
+        prob.classifier,
+        prob.space,
+        run.paths,
+        prob.target,
+        prob.score,
+        cfg.batch_size,
+        cfg.precision,
     )
     _sync(device)
     t1 = time.perf_counter()
     run.classifier_seconds += t1 - t0
     n_p = run.paths.shape[0]
-    flat, norm = _ascent_direction(sg.grad, n_p, cfg.n_steps, prob.w_flat)
+    flat, norm = _ascent_direction(sg.grad, n_p, run.paths.shape[1], prob.w_flat)
     if _is_stationary(norm, sg.grad, iteration):
         run.stopped = "stationary"
         return True
@@ -502,7 +591,8 @@ def _iterate(run: _Run, iteration: int, prob: _Problem) -> bool:
     run.history.append(stats)
     if prob.progress is not None:
         prob.progress(run.iterations, stats, run.paths)
-    if sat >= cfg.stop_saturation and run.iterations >= cfg.min_iterations:
+    full = run.paths.shape[1] == cfg.n_steps
+    if full and sat >= cfg.stop_saturation and run.iterations >= cfg.min_iterations:
         run.converged = True
         run.stopped = "saturated"
         return True
@@ -541,7 +631,9 @@ def optimize_paths(
     weights = space.weights()
     dtype = space.target.dtype
     w_flat = None if weights is None else (weights / weights.sum()).reshape(-1).to(dtype)
-    paths = affine_path(cfg.n_steps, space.mask_shape, dtype=dtype, device=space.target.device)
+    paths = affine_path(
+        cfg.n_steps_at(0), space.mask_shape, dtype=dtype, device=space.target.device
+    )
     paths = paths.unsqueeze(0).repeat(n_p, *([1] * (paths.dim())))
     prob = _Problem(classifier, space, target, score, cfg, weights, w_flat, progress)
     run = _Run(paths=paths, steps=[cfg.step_size] * n_p)
@@ -551,6 +643,7 @@ def optimize_paths(
                 break
     except KeyboardInterrupt:
         run.stopped = "interrupted"
+    _refine(run, cfg.n_steps, prob)
     return run.result()
 
 

@@ -22,6 +22,7 @@ from torch import Tensor
 __all__ = [
     "path_times",
     "affine_path",
+    "resample_path",
     "monotonize",
     "clamp_path",
     "reparametrize_constant_speed",
@@ -49,6 +50,30 @@ def affine_path(
     """The affine start path ``phi(t, r) = t`` (thesis eq. 2.17); shape ``[T, *mask_shape]``."""
     t = path_times(n_steps, dtype=dtype, device=device)
     return t.view(-1, *([1] * len(mask_shape))).expand(n_steps, *mask_shape).clone()
+
+
+def resample_path(path: Tensor, n_steps: int) -> Tensor:
+    """The path ``[T, *mask_shape]`` at ``n_steps`` interior times, piecewise linear in ``t``.
+
+    The stored samples at ``t_k = k / (T + 1)`` and the fixed ends ``phi(0) = 0``,
+    ``phi(1) = 1`` are joined by straight segments and read at ``t'_j = j / (n_steps + 1)``.
+    Linear interpolation keeps the boundary conditions and monotonicity, and keeps constant
+    speed exactly (the mass is linear in ``phi``, so it interpolates ``t`` linearly): a valid
+    path stays valid. Used by the coarse-to-fine schedule of the optimiser. Returns
+    ``[n_steps, *mask_shape]``.
+    """
+    if n_steps < 1:
+        raise ValueError(f"a path needs at least one interior time sample, got n_steps={n_steps}")
+    t_count = path.shape[0]
+    if n_steps == t_count:
+        return path.clone()
+    zero = torch.zeros_like(path[:1])
+    full = torch.cat([zero, path, torch.ones_like(zero)])  # samples at k / (T + 1), k = 0..T+1
+    pos = path_times(n_steps, dtype=torch.float64) * (t_count + 1)  # fractional sample index
+    lower = pos.floor().long().clamp(max=t_count)
+    frac = (pos - lower).to(path.dtype).to(path.device).view(-1, *([1] * (path.dim() - 1)))
+    lower = lower.to(path.device)
+    return full[lower] * (1.0 - frac) + full[lower + 1] * frac
 
 
 def _range_tables(p: Tensor) -> tuple[Tensor, Tensor]:

@@ -58,6 +58,7 @@ from ablation_paths.paths import path_times, saturation
 from ablation_paths.reductions import average, class_transition, contrastive_average, influence
 from ablation_paths.result import AblationPathResult
 from ablation_paths.scores import n_paths, orientation, score_terms, score_value
+from ablation_paths.sharpening import region_depth, sharpen, top_plateau
 
 __all__ = [
     "ExplainRequest",
@@ -266,10 +267,20 @@ def evaluate_path(
 
 
 def reduce(
-    space: MaskSpace, opt: OptimizationResult, evaluation: PathEvaluation, score: str, target: int
+    space: MaskSpace,
+    opt: OptimizationResult,
+    evaluation: PathEvaluation,
+    score: str,
+    target: int,
+    sharpened: bool = True,
 ) -> dict[str, Tensor]:
     """Stage 5: heatmaps ``[H, W]`` (CPU, float): the reductions of thesis 2.7.2 (average,
-    class transition, influence; the contrastive average for a pair) and the space's own."""
+    class transition, influence; the contrastive average for a pair) and the space's own.
+
+    With ``sharpened`` (``sharpen`` in the config, the default), the ties of the average and
+    class-transition maps' top plateau are broken towards the plateau's centre
+    (:mod:`ablation_paths.sharpening`); no value moves by more than ``SHARPEN_SCALE``.
+    """
     path, orient = opt.paths[0], orientation(score)
     maps = {
         "average": average(path, orient),
@@ -278,7 +289,12 @@ def reduce(
     }
     if n_paths(score) == 2:
         maps["contrastive"] = contrastive_average(opt.paths[0], opt.paths[1])
-    heatmaps = {k: space.to_image(v).float().cpu() for k, v in maps.items()}
+    heatmaps = {k: space.to_image(v).double().cpu() for k, v in maps.items()}
+    for name in ("average", "class_transition", "contrastive") if sharpened else ():
+        if name not in heatmaps:
+            continue
+        heatmaps[name] = sharpen(heatmaps[name], region_depth(top_plateau(heatmaps[name])))
+    heatmaps = {k: v.float() for k, v in heatmaps.items()}
     extra = space.extra_heatmaps(path, evaluation.probs[0], target)
     heatmaps.update({k: v.float().cpu() for k, v in extra.items()})
     return heatmaps
@@ -374,7 +390,9 @@ def explain_once(
     space = build_space(prepared, baseline, request, options)
     opt = optimise(prepared, space, request)
     evaluation = evaluate_path(prepared, space, opt, request)
-    heatmaps = reduce(space, opt, evaluation, request.score, prepared.target)
+    heatmaps = reduce(
+        space, opt, evaluation, request.score, prepared.target, request.config.sharpen
+    )
     return assemble(prepared, baseline, space, opt, evaluation, heatmaps, request, options)
 
 

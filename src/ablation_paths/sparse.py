@@ -44,8 +44,8 @@ def to_torch_csr(mat: sp.spmatrix, dtype: torch.dtype, device: torch.device | st
     m.sum_duplicates()
     idx = "int32" if max(m.nnz, *m.shape) < 2**31 - 1 else "int64"
     out = csr_tensor(
-        torch.from_numpy(m.indptr.astype(idx)),
-        torch.from_numpy(m.indices.astype(idx)),
+        torch.from_numpy(m.indptr.astype(idx, copy=False)),
+        torch.from_numpy(m.indices.astype(idx, copy=False)),
         torch.from_numpy(m.data).to(dtype),
         (int(m.shape[0]), int(m.shape[1])),
     )

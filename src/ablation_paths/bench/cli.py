@@ -32,9 +32,16 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=200, help="number of test images (default 200)")
     p.add_argument("--out", type=Path, required=True, help="output directory (resumable)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed")
-    p.add_argument("--engine", choices=("local", "ray"), default="local")
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="where to compute (ray: the shared Ray pool, actors restarted after a crash)",
+    )
     p.add_argument("--address", default=None, help="Ray cluster address (default: local Ray)")
-    p.add_argument("--workers", type=int, default=None, help="Ray actors (default: per CPU/GPU)")
+    p.add_argument(
+        "--workers", type=int, default=None, help="Ray actors (default: one per GPU, else per CPU)"
+    )
     p.add_argument(
         "--sanity-n",
         type=int,

@@ -5,8 +5,10 @@ Results go to ``OUT/results.jsonl``, one JSON object per (image, method), writte
 what is already there and computes only the rest, so an interrupted or crashed run loses at most
 the pairs in flight; a torn last line (a kill mid-write) is ignored and recomputed.
 
-Engines: ``local`` (this process) and ``ray`` (Ray actors, one model per actor, a GPU requested per
-actor when the cluster has GPUs; local Ray instance or an existing cluster via ``address``).
+Engines: ``local`` (this process) and ``ray`` (the shared pool of :mod:`ablation_paths.raypool`:
+the model and the settings put once into Ray's object store, one actor per CPU slot or per GPU
+when the cluster has GPUs, actors restarted and tasks retried after a crash, records streamed
+back and written by the driver; a local Ray instance or an existing cluster via ``address``).
 Ablation-path variants that share an optimised path (``ap-x`` and ``ap-x-win``) travel together
 as one unit of work so the path is optimised once.
 """
@@ -20,7 +22,7 @@ import os
 import platform
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ablation_paths._optional import require
 from ablation_paths.bench import methods as methods_mod
 from ablation_paths.bench.metrics import (
     ablation_curves,
@@ -180,15 +181,27 @@ def work_units(methods: Sequence[str]) -> list[list[str]]:
 
 
 class Worker:
-    """Holds one model (and its randomised copy) and evaluates (image, method) pairs."""
+    """Holds one model (and its randomised copy) and evaluates (image, method) pairs.
 
-    def __init__(self, config: BenchConfig) -> None:
+    ``model`` and ``samples`` default to the data set's (loaded here); the Ray engine passes the
+    driver's model and no samples, and ships each image with its task instead.
+    """
+
+    def __init__(
+        self,
+        config: BenchConfig,
+        model: nn.Module | None = None,
+        samples: Sequence[Any] | None = None,
+    ) -> None:
         self.config = config
         if config.threads:
             torch.set_num_threads(config.threads)
-        load_samples, load_model = resolve_dataset(config.dataset)
-        self.samples = list(load_samples(config.n, config.seed))
-        self.model = load_model().eval()
+        if model is None or samples is None:
+            load_samples, load_model = resolve_dataset(config.dataset)
+            model = load_model() if model is None else model
+            samples = load_samples(config.n, config.seed) if samples is None else samples
+        self.samples = list(samples)
+        self.model = model.eval()
         self.random_model: nn.Module | None = None
         self.options = methods_mod.MethodOptions(
             ablation_path=dict(config.ap_options), extremal=dict(config.extremal_options)
@@ -202,13 +215,17 @@ class Worker:
             )
         return self.random_model
 
-    def evaluate(self, index: int, methods: Sequence[str]) -> list[dict[str, Any]]:
-        """Records for image ``index`` and each of ``methods`` (errors are recorded, not raised)."""
-        return [self.evaluate_one(index, m) for m in methods]
+    def evaluate(
+        self, index: int, methods: Sequence[str], sample: Any = None
+    ) -> list[dict[str, Any]]:
+        """Records for image ``index`` and each of ``methods`` (errors are recorded, not raised);
+        ``sample``: the image's sample when this worker does not hold the data set."""
+        return [self.evaluate_one(index, m, sample) for m in methods]
 
-    def evaluate_one(self, index: int, method: str) -> dict[str, Any]:
+    def evaluate_one(self, index: int, method: str, sample: Any = None) -> dict[str, Any]:
+        """The record of image ``index`` (or ``sample``) explained by ``method``."""
         cfg = self.config
-        sample = self.samples[index]
+        sample = self.samples[index] if sample is None else sample
         image: Tensor = sample.image.float()
         label = int(sample.label)
         rec: dict[str, Any] = {
@@ -357,79 +374,93 @@ def run_benchmark(
     if not units:
         return path
     writer = _Appender(path)
+
+    def emit(rec: dict[str, Any]) -> None:
+        rec["engine"] = config.engine
+        writer.write(rec)
+        if progress is not None:
+            progress(rec)
+
     try:
-        records = _run_local(config, units) if config.engine == "local" else _run_ray(config, units)
-        for rec in records:
-            rec["engine"] = config.engine
-            writer.write(rec)
-            if progress is not None:
-                progress(rec)
+        (_run_local if config.engine == "local" else _run_ray)(config, units, emit)
     finally:
         writer.close()
     return path
 
 
-def _run_local(config: BenchConfig, units: list[tuple[int, list[str]]]) -> Iterator[dict[str, Any]]:
+Units = list[tuple[int, list[str]]]
+
+
+def _run_local(config: BenchConfig, units: Units, emit: Callable[[dict[str, Any]], None]) -> None:
     worker = Worker(config)
     for index, group in units:
         for m in group:
-            yield worker.evaluate_one(index, m)
+            emit(worker.evaluate_one(index, m))
 
 
-def _run_ray(config: BenchConfig, units: list[tuple[int, list[str]]]) -> Iterator[dict[str, Any]]:
-    ray = require("ray", extra="ray")
+def _run_ray(config: BenchConfig, units: Units, emit: Callable[[dict[str, Any]], None]) -> None:
+    """The shared Ray pool (:mod:`ablation_paths.raypool`): the driver loads the data set and
+    the model once; the model and the settings go once into Ray's object store, one
+    :class:`_RayWorker` per CPU/GPU slot, each task carries its image's sample, and the driver
+    writes the records as they come back. A unit whose actor died for good becomes error
+    records (retried on resume)."""
+    from ablation_paths.raypool import PoolOptions, run_pool
 
-    started_here = False
-    if not ray.is_initialized():
-        if config.address:
-            ray.init(address=config.address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=config.workers or None, log_to_driver=False)
-        started_here = True
-    try:
-        gpus = float(ray.cluster_resources().get("GPU", 0.0))
-        cpus = float(ray.cluster_resources().get("CPU", 1.0))
-        n_workers = config.workers or max(1, int(gpus) if gpus >= 1 else int(cpus))
-        n_workers = min(n_workers, len(units))
-        remote_worker = ray.remote(num_cpus=1, num_gpus=1 if gpus >= 1 else 0)(_RayWorker)
-        actors = [remote_worker.remote(config) for _ in range(n_workers)]  # type: ignore[attr-defined]
-        queue = list(units)
-        in_flight: dict[Any, Any] = {}
+    load_samples, load_model = resolve_dataset(config.dataset)
+    samples = list(load_samples(config.n, config.seed))
+    model = load_model().eval().cpu()
 
-        def submit(actor: Any) -> None:
-            index, group = queue.pop(0)
-            in_flight[actor.evaluate.remote(index, group)] = actor
+    def finish(unit: tuple[int, list[str]], records: Any, error: str | None) -> None:
+        index, group = unit
+        if records is None:
+            records = [_error_record(config, index, m, samples[index], error) for m in group]
+        for rec in records:
+            emit(rec)
 
-        for actor in actors:
-            for _ in range(2):  # keep each actor busy while results travel back
-                if queue:
-                    submit(actor)
-        while in_flight:
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
-            ref = ready[0]
-            actor = in_flight.pop(ref)
-            yield from ray.get(ref)
-            if queue:
-                submit(actor)
-    finally:
-        if started_here:
-            ray.shutdown()
+    run_pool(
+        _RayWorker,
+        (config, model),
+        "evaluate",
+        units,
+        lambda unit: (unit[0], unit[1], samples[unit[0]]),
+        finish,
+        PoolOptions(config.address, config.workers),
+    )
+
+
+def _error_record(
+    config: BenchConfig, index: int, method: str, sample: Any, error: str | None
+) -> dict[str, Any]:
+    """The record of a pair that could not be computed at all (its Ray actor died)."""
+    return {
+        "dataset": config.dataset,
+        "seed": config.seed,
+        "index": index,
+        "method": method,
+        "name": getattr(sample, "name", str(index)),
+        "label": int(sample.label),
+        "settings": settings_fingerprint(config),
+        "error": error or "unknown error",
+        "host": None,
+        "finished": time.time(),
+    }
 
 
 class _RayWorker(Worker):
-    """Ray actor: :class:`Worker` on the actor's GPU when it has one."""
+    """Ray actor: :class:`Worker` with the driver's model (from the object store) on the
+    actor's GPU when it has one; images arrive with their tasks."""
 
-    def __init__(self, config: BenchConfig) -> None:
-        super().__init__(config)
-        if torch.cuda.is_available():
-            self.model = self.model.cuda()
-            self.samples = [_to_cuda(s) for s in self.samples]
+    def __init__(self, config: BenchConfig, model: nn.Module) -> None:
+        super().__init__(config, model=model, samples=[])
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = self.model.to(self.device)
 
-
-def _to_cuda(sample: Any) -> Any:
-    for name in ("image",):
-        setattr(sample, name, getattr(sample, name).cuda())
-    return sample
+    def evaluate(
+        self, index: int, methods: Sequence[str], sample: Any = None
+    ) -> list[dict[str, Any]]:
+        if sample is not None and self.device.type != "cpu":
+            sample.image = sample.image.to(self.device)
+        return super().evaluate(index, methods, sample)
 
 
 def finite(values: Iterable[Any]) -> list[float]:

@@ -22,10 +22,11 @@ place with one ``os.replace``, so a kill at any moment leaves either a complete 
 A rerun skips done images, and refuses to mix results computed with other settings
 (``done.json`` records a fingerprint of them).
 
-Engines: ``"local"`` (this process) and ``"ray"`` (one actor per CPU slot, or per GPU when the
-cluster has GPUs; the model and the settings are put once into Ray's object store; actors are
-restarted and their tasks retried after a crash; results stream back and the driver writes
-them). Ctrl-C or SIGTERM stop the run; every finished image is kept.
+Engines: ``"local"`` (this process) and ``"ray"`` (the pool of :mod:`ablation_paths.raypool`,
+shared with the benchmark: one actor per CPU slot, or per GPU when the cluster has GPUs; the
+model and the settings are put once into Ray's object store; actors are restarted and their
+tasks retried after a crash, a dead actor's images go once to another; results stream back and
+the driver writes them). Ctrl-C or SIGTERM stop the run; every finished image is kept.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ablation_paths.inputs import Preprocess
 from ablation_paths.optimizer import AblationPathConfig
 from ablation_paths.result import AblationPathResult
 
@@ -247,6 +249,13 @@ class ManySettings:
     device: str | None = None
     feature_options: dict[str, Any] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    preprocess: Preprocess | None = None
+
+    def __post_init__(self) -> None:
+        if self.preprocess is not None and not self.preprocess.active:
+            self.preprocess = None
+        if self.preprocess is not None and self.image_size is not None:
+            raise ValueError("give either image_size (squash) or preprocess (resize + crop)")
 
     def fingerprint(self) -> str:
         """Short hash of every setting that changes a result (the model is not included)."""
@@ -271,6 +280,8 @@ class ManySettings:
             "image_size": self.image_size,
             "feature_options": self.feature_options,
         }
+        if self.preprocess is not None:  # absent otherwise: older runs keep their fingerprint
+            payload["preprocess"] = asdict(self.preprocess)
         blob = json.dumps(payload, sort_keys=True, default=str).encode("utf-8")
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -332,9 +343,12 @@ def _explain(
     target: int | str | None,
     settings: ManySettings,
 ) -> AblationPathResult:
+    image = _decode(payload)
+    if settings.preprocess is not None:
+        image = settings.preprocess.load(image)
     return explain(
         model,
-        _decode(payload),
+        image,
         target if target is not None else settings.target,
         score=settings.score,
         baseline=settings.baseline,
@@ -547,6 +561,7 @@ def explain_many(
     image_size: int | tuple[int, int] | None = None,
     device: str | torch.device | None = None,
     feature_options: dict[str, Any] | None = None,
+    preprocess: Preprocess | None = None,
     resume: bool = True,
     engine: str = "local",
     address: str | None = None,
@@ -566,15 +581,15 @@ def explain_many(
         images: a folder, glob, ``.txt`` list or iterable (see :func:`collect_images`).
         out: output folder (``OUT/NAME/`` per image, ``OUT/index.html`` the gallery).
         target, score, baseline, features, transform, config, class_names, image_size,
-            device, feature_options, options: as for :func:`ablation_paths.explain`; an
-            item's own target (a list's second column, a sample's label) wins over ``target``.
+            device, feature_options, options: as for :func:`ablation_paths.explain`; an item's
+            own target (a list's second column, a sample's label) wins over ``target``;
+            ``preprocess``: a resize + centre crop of every image (:class:`Preprocess`).
         resume: skip images already done (``False`` recomputes and replaces them).
         engine: ``"local"`` or ``"ray"``.
         address: Ray cluster address (``None``: a local instance, or the one already started).
         workers: Ray actors (default: one per GPU when there are GPUs, else one per CPU).
         max_restarts, max_task_retries: Ray actor restarts and task retries after a crash.
-        progress: show a progress bar over images.
-        gallery: write ``OUT/index.html`` at the end (also after an interrupt).
+        progress, gallery: a progress bar over images; ``OUT/index.html`` (also after Ctrl-C).
         figures: also write each image's Matplotlib figures (not needed by report or gallery).
         on_result: called with ``(name, result)`` after each image's folder is written.
 
@@ -598,6 +613,7 @@ def explain_many(
         device=str(device) if device is not None else None,
         feature_options=dict(feature_options) if feature_options else None,
         options=dict(options),
+        preprocess=preprocess,
     )
     fingerprint = settings.fingerprint()  # also validates the option names
     items = _outside(collect_images(images), Path(out))
@@ -747,9 +763,7 @@ def _explain_or_error(
 class _Actor:
     """Ray actor: holds the model (from the object store) on its device and explains images."""
 
-    def __init__(self, model: Any, settings: ManySettings, threads: int | None) -> None:
-        if threads:
-            torch.set_num_threads(threads)
+    def __init__(self, model: Any, settings: ManySettings) -> None:
         self.settings = settings
         self.host = socket.gethostname()
         if isinstance(model, nn.Module):  # Ray sets CUDA_VISIBLE_DEVICES to the actor's GPU
@@ -773,71 +787,23 @@ def _run_ray(
     max_restarts: int,
     max_task_retries: int,
 ) -> None:
-    try:
-        import ray
-        from ray.exceptions import RayActorError, RayTaskError
-    except ImportError as exc:  # pragma: no cover - ray is an optional dependency
-        raise ImportError("engine='ray' needs Ray: pip install 'ablation-paths[bench]'") from exc
+    """The shared Ray pool (:mod:`ablation_paths.raypool`): the model and the settings go once
+    into the object store, one :class:`_Actor` per slot, each image's bytes per task."""
+    from ablation_paths.raypool import PoolOptions, run_pool
 
-    started_here = False
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=workers or None, include_dashboard=False, log_to_driver=False)
-        started_here = True
-    try:
-        resources = ray.cluster_resources()
-        gpus = int(resources.get("GPU", 0.0))
-        cpus = int(resources.get("CPU", 1.0))
-        n_actors = max(1, min(workers or (gpus if gpus else cpus), len(todo)))
-        if isinstance(model, nn.Module):
-            model = model.cpu()
-        model_ref = ray.put(model)  # once: every actor reads it from the object store
-        settings_ref = ray.put(settings)
-        actor_cls = ray.remote(
-            num_cpus=1,
-            num_gpus=1 if gpus else 0,
-            max_restarts=max_restarts,
-            max_task_retries=max_task_retries,
-        )(_Actor)
-        threads = None if gpus else max(1, cpus // n_actors)
-        actors = [
-            actor_cls.remote(model_ref, settings_ref, threads)  # type: ignore[attr-defined]
-            for _ in range(n_actors)
-        ]
-        queue = list(todo)
-        in_flight: dict[Any, tuple[Any, ImageItem]] = {}
+    if isinstance(model, nn.Module):
+        model = model.cpu()
 
-        def submit(actor: Any) -> None:
-            item = queue.pop(0)
-            in_flight[actor.explain.remote(_payload(item), item.target)] = (actor, item)
+    def done(item: ImageItem, value: Any, error: str | None) -> None:
+        result, message = value if value is not None else (None, error)
+        finish(item, result, message)
 
-        try:
-            for actor in actors:
-                for _ in range(2):  # one queued task per actor hides the transfer time
-                    if queue:
-                        submit(actor)
-            while in_flight:
-                ready, _ = ray.wait(list(in_flight), num_returns=1)
-                actor, item = in_flight.pop(ready[0])
-                try:
-                    result, error = ray.get(ready[0])
-                except (RayActorError, RayTaskError) as exc:
-                    result, error = None, f"{type(exc).__name__}: {exc}"
-                    if isinstance(exc, RayActorError):  # restarts exhausted: drop this actor
-                        actors = [a for a in actors if a is not actor]
-                        if not actors:
-                            raise RuntimeError(f"every Ray actor died; last error: {exc}") from exc
-                        actor = actors[0]
-                finish(item, result, error)
-                if queue:
-                    submit(actor)
-        except KeyboardInterrupt:
-            for ref in in_flight:
-                with contextlib.suppress(Exception):
-                    ray.cancel(ref)
-            raise
-    finally:
-        if started_here:
-            ray.shutdown()
+    run_pool(
+        _Actor,
+        (model, settings),
+        "explain",
+        todo,
+        lambda item: (_payload(item), item.target),
+        done,
+        PoolOptions(address, workers, max_restarts, max_task_retries),
+    )

@@ -79,14 +79,10 @@ def _parse_target(value: str | None) -> int | str | None:
 def run_many(args: argparse.Namespace) -> int:
     """``explain`` over many images; exit status 0, 1 (some images failed) or 130
     (interrupted; finished images are kept)."""
+    from ablation_paths.cli import model_setup
     from ablation_paths.io import check_output_dir
     from ablation_paths.many import explain_many, read_done
-    from ablation_paths.models import (
-        imagenet_normalize,
-        load_model_spec,
-        parse_model_args,
-        resolve_device,
-    )
+    from ablation_paths.models import resolve_device
     from ablation_paths.optimizer import AblationPathConfig
 
     if not args.images:
@@ -96,34 +92,24 @@ def run_many(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device)) if engine == "local" else args.device
     check_output_dir(args.out)
     # the Ray driver keeps the model on the CPU; each actor moves it to its own device
-    loaded = load_model_spec(
-        args.model,
-        device="cpu" if engine == "ray" else device,
-        model_args=parse_model_args(args.model_arg),
-        weights=args.weights,
-    )
-    class_names = loaded.class_names
-    if args.class_names:
-        text = Path(args.class_names).read_text(encoding="utf-8")
-        class_names = [line.strip() for line in text.splitlines() if line.strip()]
-    transform = imagenet_normalize if args.normalize == "imagenet" else loaded.transform
-    size = args.size if args.size is not None else loaded.image_size
+    setup = model_setup(args, "cpu" if engine == "ray" else device)
     options = {
         f.name: getattr(args, f.name)
         for f in fields(AblationPathConfig)
         if getattr(args, f.name, None) is not None
     }
     run = explain_many(
-        loaded.model,
+        setup.loaded.model,
         args.images,
         out=args.out,
         target=_parse_target(args.target),
         score=args.score,
         baseline=args.baseline,
         features=args.features,
-        transform=transform,
-        class_names=class_names,
-        image_size=size,
+        transform=setup.transform,
+        class_names=setup.class_names,
+        image_size=setup.image_size,
+        preprocess=setup.preprocess,
         device=device,
         resume=args.resume,
         engine=engine,

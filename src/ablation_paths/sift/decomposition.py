@@ -270,13 +270,35 @@ def _layer_sum(blocks: list[np.ndarray], stacked: sp.csr_matrix, hw: int) -> sp.
     matrix ``B = [diag(b_1) ... diag(b_L)]`` ``[hw, L*hw]`` built directly (row ``p`` holds
     ``b_l[p]`` at column ``l*hw + p``): no per-layer additions of growing matrices."""
     n_l = len(blocks)
-    data = np.stack(blocks, axis=1).ravel().astype(stacked.dtype)  # [hw, L]
-    indices = (np.arange(hw)[:, None] + hw * np.arange(n_l)[None, :]).ravel()
+    data = np.stack(blocks, axis=1).ravel().astype(stacked.dtype, copy=False)  # [hw, L]
+    indices = (np.arange(hw, dtype=np.int32)[:, None] + hw * np.arange(n_l, dtype=np.int32)).ravel()
     indptr = np.arange(0, hw * n_l + 1, n_l)
-    band = sp.csr_matrix((data, indices.astype(np.int32), indptr), shape=(hw, n_l * hw))
+    band = sp.csr_matrix((data, indices, indptr), shape=(hw, n_l * hw), copy=False)
     out = (band @ stacked).tocsr()
+    del band, data, indices
     out.eliminate_zeros()
     return out
+
+
+def _vstack_csr(blocks: list[sp.csr_matrix]) -> sp.csr_matrix:
+    """``vstack`` of CSR blocks with equal column counts that frees each block as soon as it is
+    copied (``blocks`` is emptied): peak memory about the result plus one block, not twice the
+    result."""
+    nnz = sum(b.nnz for b in blocks)
+    n_rows = sum(b.shape[0] for b in blocks)
+    data = np.empty(nnz, dtype=blocks[0].dtype)
+    indices = np.empty(nnz, dtype=np.int32 if nnz < 2**31 else np.int64)
+    indptr = np.empty(n_rows + 1, dtype=indices.dtype)
+    indptr[0] = 0
+    n_cols, at, row = blocks[0].shape[1], 0, 0
+    while blocks:
+        b = blocks.pop(0)
+        data[at : at + b.nnz] = b.data
+        indices[at : at + b.nnz] = b.indices
+        indptr[row + 1 : row + b.shape[0] + 1] = b.indptr[1:] + at
+        at, row = at + b.nnz, row + b.shape[0]
+        del b
+    return sp.csr_matrix((data, indices, indptr), shape=(n_rows, n_cols), copy=False)
 
 
 RANGE_TOLERANCE = 0.5
@@ -329,11 +351,12 @@ def _level_matrices(
     lv = space.levels[level]
     hw = lv.size[0] * lv.size[1]
     n_ch = int(space.bands[lv.layers[0]].shape[0])
-    bands = [
-        space.bands[i].detach().to(torch.float64).cpu().numpy().reshape(n_ch, hw).astype(dtype)
+    tdtype = torch.float64 if dtype == np.float64 else torch.float32
+    bands = [  # views when the bands are already CPU tensors of that dtype
+        space.bands[i].detach().to(device="cpu", dtype=tdtype).numpy().reshape(n_ch, hw)
         for i in lv.layers
     ]
-    z = sp.vstack([_layer_sum([b[c] for b in bands], stacked, hw) for c in range(n_ch)], "csr")
+    z = _vstack_csr([_layer_sum([b[c] for b in bands], stacked, hw) for c in range(n_ch)])
     ones = np.ones(hw, dtype=dtype)
     field = _layer_sum([ones * field_weights[i] for i in lv.layers], stacked, hw)  # broadcast
     return z, field
@@ -428,12 +451,13 @@ def decompose(image: Tensor, params: SiftParams | None = None, **overrides) -> S
         if li == len(space.levels) - 1:  # the low-pass residual is the last layer
             zr = _residual_matrix(space, cells[-1])
             residual = _sparse_level(lv, zr, x.shape[0], x)
-        stacked = sp.vstack(cells, format="csr")  # [L*hw, K]
-        cells.clear()  # the stacked copy is all that is needed: peak memory ~ one level's cells
+        stacked = _vstack_csr(cells)  # [L*hw, K]; empties `cells` while copying
         z, v = _level_matrices(space, li, stacked, field_weights, np_dtype)
         del stacked
         levels.append(_sparse_level(lv, z, x.shape[0], x))
+        del z
         field_levels.append(_sparse_level(lv, v, 1, x))
+        del v
     norm = _field_norm(field_levels, k, x, (hh, ww), p.field_weights)
     return SiftDecomposition(
         image=x.detach(),

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.spatial import cKDTree
 from torch import Tensor
 
@@ -149,25 +148,36 @@ class _Candidates:
         )
 
 
-def _layer_extrema(st: np.ndarray, border: int, pre: float) -> tuple[Tensor, Tensor] | None:
+def _max3x3(a: np.ndarray) -> np.ndarray:
+    """Maximum over each pixel's 3x3 neighbourhood of ``a`` ``[h, w]`` (the edge clipped, as
+    ``max_pool2d(a, 3, 1, 1)``), as two separable passes of shifted maxima."""
+    m = a.copy()
+    np.maximum(m[:, 1:], a[:, :-1], out=m[:, 1:])
+    np.maximum(m[:, :-1], a[:, 1:], out=m[:, :-1])
+    out = m.copy()
+    np.maximum(out[1:], m[:-1], out=out[1:])
+    np.maximum(out[:-1], m[1:], out=out[:-1])
+    return out
+
+
+def _layer_extrema(st: np.ndarray, border: int, pre: float) -> tuple[np.ndarray, np.ndarray] | None:
     """Rows and columns of the 3x3x3 extrema of the middle layer of ``st`` ``[3, h, w]``.
 
     An extremum needs ``|D| > pre`` and at least ``border`` pixels to the edge; ``None`` if the
     level is too small to have such pixels.
     """
-    st_t = torch.from_numpy(st)
-    h, w = st_t.shape[-2:]
+    h, w = st.shape[-2:]
     if h <= 2 * border or w <= 2 * border:
         return None
-    mx = F.max_pool2d(st_t[:, None], 3, 1, 1).amax(0)[0]
-    mn = -F.max_pool2d(-st_t[:, None], 3, 1, 1).amax(0)[0]
-    c = st_t[1]
+    mx = _max3x3(st.max(0))
+    mn = -_max3x3(-st.min(0))
+    c = st[1]
     is_ext = ((c >= mx) & (c > pre)) | ((c <= mn) & (c < -pre))
     is_ext[:border] = False
     is_ext[h - border :] = False
     is_ext[:, :border] = False
     is_ext[:, w - border :] = False
-    yy, xx = torch.nonzero(is_ext, as_tuple=True)
+    yy, xx = np.nonzero(is_ext)
     return yy, xx
 
 
@@ -179,9 +189,9 @@ def _find_candidates(stacks: _Stacks, layers: range, border: int, pre: float) ->
         if found is None:
             continue
         yy, xx = found
-        cand_l.append(np.full(yy.numel(), j))
-        cand_y.append(yy.numpy())
-        cand_x.append(xx.numpy())
+        cand_l.append(np.full(yy.size, j))
+        cand_y.append(yy)
+        cand_x.append(xx)
     if not cand_l:
         return None
     lay = np.concatenate(cand_l)
