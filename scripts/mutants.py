@@ -47,7 +47,12 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     ),
     "reductions": ("src/ablation_paths/reductions.py", ["tests/test_reductions.py"]),
     "diagnostics": ("src/ablation_paths/diagnostics.py", ["tests/test_diagnostics.py"]),
-    "result": ("src/ablation_paths/result.py", ["tests/test_roundtrip.py"]),
+    # save/load round trips, and the hostile-file tests of load's validation (not the ones
+    # that run the command line or send signals to subprocesses: seconds each)
+    "result": (
+        "src/ablation_paths/result.py",
+        ["tests/test_roundtrip.py", "tests/test_hostile.py", "-k", "not cli and not sig"],
+    ),
     "baselines": ("src/ablation_paths/baselines.py", ["tests/test_baseline_search.py"]),
     "bench.metrics": ("src/ablation_paths/bench/metrics.py", ["tests/test_bench_metrics.py"]),
     # the report's escaping: the template renderer, and report.py judged by the report's unit
@@ -68,12 +73,17 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     ),
     "spiral.geometry": (
         "src/spiral_cnn/geometry.py",
-        ["tests/spiral/test_spiral_geometry.py", "tests/spiral/test_spiral_layers.py"],
+        [
+            "tests/spiral/test_spiral_geometry.py",
+            "tests/spiral/test_spiral_geometry_edges.py",
+            "tests/spiral/test_spiral_layers.py",
+        ],
     ),
     "spiral.resample": (
         "src/spiral_cnn/resample.py",
         [
             "tests/spiral/test_spiral_geometry.py",
+            "tests/spiral/test_spiral_resample_edges.py",
             "tests/spiral/test_spiral_layers.py",
             "tests/spiral/test_spiral_equivariance.py",
         ],
@@ -82,6 +92,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         "src/spiral_cnn/metrics.py",
         [
             "tests/spiral/test_spiral_metrics.py",
+            "tests/spiral/test_spiral_metrics_edges.py",
             "tests/spiral/test_spiral_frc.py",
             "tests/spiral/test_spiral_equivariance.py",
         ],
@@ -125,6 +136,64 @@ def _scratch(source: str, tests: list[str]) -> Path:
 _STATUS = re.compile(r"^\s*(\S+): (\w[\w ]*)$")
 
 
+def _env() -> dict[str, str]:
+    """The environment of mutmut: one thread, and the scratch copy's sources, not ours."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def _mutmut(work: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m mutmut ARGS`` in the scratch copy and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "mutmut", *args],
+        cwd=work,
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
+
+
+def _generated(work: Path, source: str) -> list[str]:
+    """The names of every mutant mutmut generated for ``source`` (sorted)."""
+    meta = work / "mutants" / f"{source}.meta"
+    if not meta.exists():
+        return []
+    return sorted(json.loads(meta.read_text())["exit_code_by_key"])
+
+
+def _run(work: Path, children: int, names: list[str], time_limit: float | None) -> str:
+    """``mutmut run`` on ``names`` (all mutants when empty), stopped after ``time_limit`` s;
+    returns its output (for the error message when nothing ran)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mutmut", "run", "--max-children", str(children), *names],
+        cwd=work,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=time_limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)  # mutmut and its workers: their own session
+        out, err = proc.communicate()
+    return (out[-3000:] + err[-3000:]).strip()
+
+
+def _statuses(work: Path, names: list[str]) -> dict[str, str]:
+    """Mutant name -> mutmut status (``killed``, ``survived``, ``not checked``, ...), for the
+    named mutants only when ``names`` is not empty."""
+    res = _mutmut(work, ["results", "--all", "true"])
+    found = {}
+    for line in res.stdout.splitlines():
+        m = _STATUS.match(line)
+        if m and (not names or m.group(1) in names):
+            found[m.group(1)] = m.group(2)
+    return found
+
+
 def run_module(
     name: str,
     children: int,
@@ -132,66 +201,36 @@ def run_module(
     time_limit: float | None = None,
     sample: int | None = None,
     only: list[str] | None = None,
+    seed: int = 0,
 ) -> dict[str, object]:
+    """Mutate one module of :data:`MODULES` and judge its mutants with the module's tests.
+
+    ``only`` runs just these mutants (``--rerun``); ``sample`` a random sample of that size,
+    drawn with ``random.Random(seed)`` from the sorted mutant names; otherwise all of them.
+    The score is *killed / run*: killed (a test failed or timed out) over every mutant that
+    ran to a verdict (``not checked`` ones, left by ``time_limit``, are reported apart).
+    """
     source, tests = MODULES[name]
     # entries that start with tests/ are test files; the others are pytest options (-k ...)
     missing = [t for t in tests if t.startswith("tests/") and not (ROOT / t).exists()]
     if missing:
         raise SystemExit(f"{name}: missing test files {missing}")
     work = _scratch(source, tests)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    env.pop("PYTHONPATH", None)
-    mutmut = [sys.executable, "-m", "mutmut"]
     start = time.perf_counter()
     names: list[str] = list(only or [])
-    if only:
-        # generate the mutants and the test statistics, then run only the named mutants
-        subprocess.run(
-            [*mutmut, "run", "--max-children", str(children), "__generate_only__"],
-            cwd=work,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-    elif sample is not None:
-        # generate the mutants and the test statistics only (no name matches), then run a
-        # seeded random sample of them
-        subprocess.run(
-            [*mutmut, "run", "--max-children", str(children), "__generate_only__"],
-            cwd=work,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        meta = json.loads((work / "mutants" / f"{source}.meta").read_text())
-        keys = sorted(meta["exit_code_by_key"])
-        names = sorted(random.Random(0).sample(keys, min(sample, len(keys))))
-    proc = subprocess.Popen(
-        [*mutmut, "run", "--max-children", str(children), *names],
-        cwd=work,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        run_out, run_err = proc.communicate(timeout=time_limit)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGTERM)  # mutmut and its workers: their own session
-        run_out, run_err = proc.communicate()
+    if only or sample is not None:
+        # generate the mutants and the test statistics only (no name matches), then select
+        _mutmut(work, ["run", "--max-children", str(children), "__generate_only__"])
+    generated = _generated(work, source)
+    if not only and sample is not None:
+        names = sorted(random.Random(seed).sample(generated, min(sample, len(generated))))
+    log = _run(work, children, names, time_limit)
     seconds = time.perf_counter() - start
-    res = subprocess.run(
-        [*mutmut, "results", "--all", "true"], cwd=work, env=env, capture_output=True, text=True
-    )
+    status = _statuses(work, names)
     counts: dict[str, int] = {}
-    surviving: list[str] = []
-    for line in res.stdout.splitlines():
-        m = _STATUS.match(line)
-        if m and (not names or m.group(1) in names):
-            counts[m.group(2)] = counts.get(m.group(2), 0) + 1
-            if m.group(2) in ("survived", "no tests"):
-                surviving.append(m.group(1))
+    for verdict in status.values():
+        counts[verdict] = counts.get(verdict, 0) + 1
+    surviving = [m for m, v in status.items() if v in ("survived", "no tests")]
     unchecked = counts.pop("not checked", 0)
     total = sum(counts.values())
     killed = counts.get("killed", 0) + counts.get("timeout", 0)
@@ -199,32 +238,28 @@ def run_module(
         "module": name,
         "source": source,
         "tests": tests,
+        "generated": len(generated),
         "mutants": total,
         "killed": killed,
         "score": killed / total if total else float("nan"),
         "counts": counts,
         "not_checked": unchecked,
-        "sampled": sample is not None,
+        "sampled": sample if sample is not None and not only else None,
+        "seed": seed if sample is not None and not only else None,
         "rerun": bool(only),
         "survivors": surviving,
         "seconds": round(seconds, 1),
     }
     if total == 0:
-        out["error"] = (run_out[-3000:] + run_err[-3000:]).strip()
+        out["error"] = log
     if survivors:
-        diffs = {}
-        for mutant in surviving:
-            show = subprocess.run(
-                [*mutmut, "show", mutant], cwd=work, env=env, capture_output=True, text=True
-            )
-            diffs[mutant] = show.stdout
-        out["diffs"] = diffs
+        out["diffs"] = {m: _mutmut(work, ["show", m]).stdout for m in surviving}
     shutil.rmtree(work, ignore_errors=True)
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("modules", nargs="*", help=f"default: all of {', '.join(MODULES)}")
     parser.add_argument("--max-children", type=int, default=1)
     parser.add_argument("--survivors", action="store_true", help="print surviving mutants")
@@ -240,11 +275,36 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="run a seeded random sample of this many mutants per module (large modules)",
     )
+    parser.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
     parser.add_argument(
         "--minutes",
         type=float,
         help="stop each module after this many minutes; unchecked mutants are reported",
     )
+    return parser
+
+
+def _report(r: dict[str, object], json_path: Path | None) -> None:
+    """Print one table row (stdout) and the surviving mutants' diffs (stderr); append the
+    record to ``json_path``."""
+    if json_path:
+        with open(json_path, "a") as fh:
+            fh.write(json.dumps({k: v for k, v in r.items() if k != "diffs"}) + "\n")
+    of = f" of {r['generated']}" if r["sampled"] is not None or r["rerun"] else ""
+    print(
+        f"| {r['module']} | {r['mutants']}{of} | {r['killed']} | {float(r['score']):.1%} | "  # type: ignore[arg-type]
+        f"{len(r['survivors'])} | {r['not_checked']} | {r['seconds']} |",  # type: ignore[arg-type]
+        flush=True,
+    )
+    if "error" in r:
+        print(r["error"], file=sys.stderr)
+    for mutant, diff in dict(r.get("diffs", {})).items():  # type: ignore[call-overload]
+        print(f"\n--- {mutant}\n{diff}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: run the named modules (default all) and print the score table."""
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.list:
         for name, (source, tests) in MODULES.items():
@@ -253,32 +313,27 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
         parser.error(f"unknown module(s) {unknown}; known: {', '.join(MODULES)}")
-    print("| module | mutants checked | killed | score | surviving | not checked | seconds |")
+    print("| module | mutants run | killed | killed / run | surviving | not checked | seconds |")
     print("|---|---|---|---|---|---|---|")
     previous: dict[str, list[str]] = {}
     if args.rerun:
         for line in args.rerun.read_text().splitlines():
             rec = json.loads(line)
             previous[rec["module"]] = list(rec["survivors"])
+    limit = None if args.minutes is None else 60 * args.minutes
     for name in args.modules or list(previous or MODULES):
-        limit = None if args.minutes is None else 60 * args.minutes
         if args.rerun and not previous.get(name):
             continue
         r = run_module(
-            name, args.max_children, args.survivors, limit, args.sample, previous.get(name)
+            name,
+            args.max_children,
+            args.survivors,
+            limit,
+            args.sample,
+            previous.get(name),
+            args.seed,
         )
-        if args.json:
-            with open(args.json, "a") as fh:
-                fh.write(json.dumps({k: v for k, v in r.items() if k != "diffs"}) + "\n")
-        print(
-            f"| {name} | {r['mutants']} | {r['killed']} | {float(r['score']):.0%} | "
-            f"{len(r['survivors'])} | {r['not_checked']} | {r['seconds']} |",  # type: ignore[arg-type]
-            flush=True,
-        )
-        if "error" in r:
-            print(r["error"], file=sys.stderr)
-        for mutant, diff in dict(r.get("diffs", {})).items():  # type: ignore[call-overload]
-            print(f"\n--- {mutant}\n{diff}", file=sys.stderr)
+        _report(r, args.json)
     return 0
 
 

@@ -228,3 +228,82 @@ def test_image_file_baselines_are_resized_to_the_target(tmp_path, ext: str) -> N
         Image.new("RGB", (7, 5), (10, 200, 30)).save(f)
         b = make_baseline(str(f), clf, target)
         assert b.kind == "image" and b.image.shape == (3, 12, 20)
+
+
+def _bytes_per_sigma(c: int, h: int, w: int) -> int:
+    """The documented FFT work memory of one sigma: a complex64 ``[C, 2H, W + 1]`` spectrum
+    (8 bytes a value) and a float32 ``[C, 2H, 2W]`` result (4 bytes)."""
+    return 8 * c * 2 * h * (w + 1) + 4 * c * 2 * h * 2 * w
+
+
+@pytest.mark.parametrize(("budget_sigmas", "extra"), [(1, 0), (3, 0), (3, -1), (16, 0), (0, 5)])
+def test_memory_budget_sets_how_many_sigmas_are_blurred_at_once(
+    budget_sigmas: int, extra: int
+) -> None:
+    """``memory_budget`` bytes hold ``budget // bytes_per_sigma`` sigmas (at least one; here
+    ``search_chunk`` allows all 16); with ``batch_size=None`` each chunk is classified in one
+    call, so the calls show the chunks."""
+    image = cosine_image()
+    per_sigma = _bytes_per_sigma(3, 16, W)
+    budget = budget_sigmas * per_sigma + extra
+    chunk = max(1, budget // per_sigma)
+    model = Recording(analytic_std(GRID[10]))  # flips at the 11th candidate
+    b = blurred_baseline(
+        ClassifierFn(model), image, batch_size=None, memory_budget=budget, search_chunk=16
+    )
+    assert b.sigma == pytest.approx(GRID[10])
+    n_chunks = 10 // chunk + 1  # the chunks up to and including the one holding candidate 10
+    want = [1] + [min(chunk, 16 - i * chunk) for i in range(n_chunks)]
+    assert model.batches == want
+
+
+def test_default_chunks_of_a_small_image_are_the_search_chunk() -> None:
+    """256 MiB hold far more than 16 sigmas of 3 x 16 x 64: the default ``search_chunk`` of 4
+    sets the chunks, up to the one holding the flip (candidate 10)."""
+    model = Recording(analytic_std(GRID[10]))
+    blurred_baseline(ClassifierFn(model), cosine_image(), batch_size=None)
+    assert model.batches == [1, 4, 4, 4]
+    model.batches.clear()
+    blurred_baseline(ClassifierFn(model), cosine_image(), batch_size=None, search_chunk=16)
+    assert model.batches == [1, 16]
+
+
+def test_candidates_are_blurred_with_a_float32_fft() -> None:
+    """Documented memory saving: the candidates are float32 FFT blurs, also for a float64
+    image (which keeps its dtype)."""
+    from ablation_paths.filters import gaussian_blur_fft
+
+    image = cosine_image()  # float64
+    b = blurred_baseline(ClassifierFn(StdClassifier(analytic_std(GRID[2]))), image)
+    sigma = torch.tensor([GRID[2]], dtype=torch.float64)
+    want = gaussian_blur_fft(image, sigma, dtype=torch.float32)[0]
+    assert b.image.dtype == torch.float64 and torch.equal(b.image, want)
+    assert not torch.equal(b.image, gaussian_blur_fft(image, sigma, dtype=torch.float64)[0])
+
+
+def test_image_baselines_take_the_targets_dtype_and_device() -> None:
+    clf = ClassifierFn(StdClassifier(0.1))
+    other = torch.rand(3, 6, 6, generator=torch.Generator().manual_seed(4))  # float32
+    target = torch.zeros(3, 6, 6, dtype=torch.float64)
+    b = make_baseline(other, clf, target)
+    assert b.image.dtype == torch.float64 and torch.equal(b.image, other.double())
+    meta = make_baseline(other, clf, torch.zeros(3, 6, 6, device="meta"))
+    assert meta.image.device == torch.device("meta")
+
+
+def test_bad_tensor_baselines_are_named_in_the_error() -> None:
+    clf = ClassifierFn(StdClassifier(0.1))
+    target = torch.zeros(3, 6, 6)
+    with pytest.raises(ValueError, match=r"^baseline must have shape \[C, H, W\]"):
+        make_baseline(torch.zeros(6, 6), clf, target)
+    with pytest.raises(ValueError, match=r"^baseline contains NaN"):
+        make_baseline(torch.full((3, 6, 6), float("nan")), clf, target)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_constant_baselines_on_the_images_device() -> None:
+    """Only a second device can tell whether the constant is made on the image's device
+    (``meta`` tensors cannot be checked for finiteness)."""
+    image = torch.zeros(3, 6, 6, device="cuda")
+    assert constant_baseline(image, (0.1, 0.2, 0.3)).image.device == image.device
+    assert make_baseline("gray", ClassifierFn(StdClassifier(0.1)), image).image.is_cuda

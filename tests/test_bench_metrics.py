@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -276,3 +277,87 @@ def test_randomise_top_layers_uses_each_layers_own_initialisation() -> None:
     draws = torch.stack([p.detach() for p in rand[2].scalars.parameters()])
     assert 0.85 < float(draws.std()) < 1.15  # scalars: N(0, 1)
     assert float((rand[2].pair.detach() - 0).abs().max()) < 0.02  # N(0, std of the pair)
+
+
+def test_pointing_game_is_computed_in_float64_for_float32_maps() -> None:
+    """Float32 ``[1, 1 - 2^-23]``: the second value is 1.19e-7 below the peak, outside the
+    1e-7 relative tie tolerance in float64 (in float32 the threshold ``1 - 1e-7`` would round
+    down onto it and make it a tie)."""
+    h32 = torch.tensor([[1.0, 1.0 - 2.0**-23]], dtype=torch.float32)
+    mask = torch.tensor([[False, True]])
+    assert pointing_game(h32, mask) == pointing_game(h32.double(), mask) == 0.0
+
+
+def test_pointing_game_tie_edge_is_inclusive() -> None:
+    """A value exactly ``1e-7 * scale`` below the peak is a tie (``>=``)."""
+    h = torch.tensor([[1.0, 1.0 - 1e-7 * 1.0]], dtype=torch.float64)
+    assert pointing_game(h, torch.tensor([[False, True]])) == 0.5
+
+
+def test_mass_inside_float32_equals_its_float64_cast() -> None:
+    g = torch.Generator().manual_seed(11)
+    h = torch.rand(97, 89, generator=g)  # float32
+    mask = torch.rand(97, 89, generator=g) > 0.7
+    want = float(h.double()[mask].sum() / h.double().sum())
+    assert mass_inside(h, mask) == mass_inside(h.double(), mask) == pytest.approx(want, 1e-15)
+
+
+def test_pixel_order_breaks_ties_in_the_order_of_the_seeded_permutation() -> None:
+    """Many ties (three values over 200 000 pixels): within a value the pixels come in the
+    order of the seeded permutation (a stable sort of the permuted values); an unstable sort
+    would reorder them."""
+    from ablation_paths.bench.metrics import _pixel_order
+
+    g = torch.Generator().manual_seed(5)
+    heat = torch.randint(0, 3, (400, 500), generator=g).double()
+    order = _pixel_order(heat, 9)
+    perm = torch.randperm(heat.numel(), generator=torch.Generator().manual_seed(9)).numpy()
+    flat = heat.reshape(-1).numpy()
+    rank = np.empty_like(perm)
+    rank[perm] = np.arange(perm.size)  # position of each pixel in the permutation
+    want = np.lexsort((rank, -flat))  # by value descending, then by permutation position
+    np.testing.assert_array_equal(order.numpy(), want)
+
+
+class _Block(nn.Module):
+    """A layer without ``reset_parameters`` that owns a parameter and holds a child layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, 4))
+        self.child = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.child(x * self.scale)
+
+
+def test_randomise_redraws_only_a_layers_own_parameters() -> None:
+    """Layers are processed in ``modules()`` order with one seeded generator: the block's own
+    ``scale`` is redrawn from ``N(0, std)``, then its child resets itself; the child's
+    parameters are not drawn twice."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), _Block())
+    rand = randomise_top_layers(model, 2, seed=3)
+    ref = copy.deepcopy(model)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        block = ref[1]
+        assert isinstance(block, _Block)
+        block.scale.normal_(0.0, float(block.scale.std()))
+        block.child.reset_parameters()
+    torch.random.set_rng_state(state)
+    for (name, a), (_, b) in zip(rand.named_parameters(), ref.named_parameters(), strict=True):
+        assert torch.equal(a, b), name
+    assert torch.equal(rand[0].weight, model[0].weight)  # below the top two: untouched
+
+
+def test_blurred_baseline_sigma_ignores_the_channel_count() -> None:
+    """The side is the larger of H and W, never the channel count (here 3 > 2 = H = W)."""
+    from ablation_paths.bench.metrics import blurred_baseline
+    from ablation_paths.filters import gaussian_blur
+
+    img = torch.rand(3, 2, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    expected = gaussian_blur(img.unsqueeze(0), 0.5 * 2)[0]
+    torch.testing.assert_close(blurred_baseline(img, 0.5), expected, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(blurred_baseline(img, 0.5), gaussian_blur(img[None], 1.5)[0])

@@ -158,3 +158,13 @@ def test_boundary_window_in_double_precision():
     ref = np.sqrt(np.outer(np.sin(np.pi * y), np.sin(np.pi * x)))
     assert w.dtype == torch.float64
     np.testing.assert_allclose(w.numpy(), ref, rtol=1e-14)
+
+
+def test_boundary_window_is_built_on_the_requested_device() -> None:
+    """``meta`` tensors carry device and shape only: both coordinate ramps must be made on the
+    requested device, or mixing devices raises or lands on the CPU."""
+    from ablation_paths.reductions import boundary_window
+
+    meta = torch.device("meta")
+    w = boundary_window(5, 7, dtype=torch.float64, device=meta)
+    assert w.device == meta and w.shape == (5, 7) and w.dtype == torch.float64

@@ -792,3 +792,86 @@ def test_hostile_report_in_headless_chromium(hostile: AblationPathResult, tmp_pa
         finally:
             browser.close()
     assert problems == []
+
+
+def _tags(markup: str) -> list[tuple[str, dict[str, str]]]:
+    return _Page(f"<svg>{markup}</svg>").elements[1:]
+
+
+def test_axes_every_grid_line_and_tick_written_out() -> None:
+    """Plot area x in [44, 548], y in [12, 186]: tick v at y = 12 + (1 - v) 174 and
+    x = 44 + 504 v; left labels 6 units left of the area and 4 below the line, bottom labels
+    16 below the area, the axis name ``t`` at the right end, 4 above the bottom edge."""
+    from ablation_paths.report import _axes
+
+    page = _Page(f"<svg>{_axes()}</svg>")
+    lines = [a for tag, a in page.elements if tag == "line"]
+    ys = [12 + (1 - v) * 174 for v in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    assert lines == [
+        {"class": "grid", "x1": "44", "x2": "548", "y1": str(y), "y2": str(y)} for y in ys
+    ]
+    texts = [(stack[-1][1], t) for stack, t in page.texts]
+    labels = ["0.0", "0.25", "0.5", "0.75", "1.0"]
+    want = []
+    for v, label, y in zip((0.0, 0.25, 0.5, 0.75, 1.0), labels, ys, strict=True):
+        want.append(({"class": "tick", "x": "38", "y": str(y + 4), "text-anchor": "end"}, label))
+        bottom = {"class": "tick", "x": str(44 + 504 * v), "y": "202", "text-anchor": "middle"}
+        want.append((bottom, label))
+    want.append(({"class": "tick", "x": "548", "y": "216", "text-anchor": "end"}, "t"))
+    assert texts == want
+
+
+@pytest.mark.parametrize(
+    ("t", "anchor", "dx"), [(0.25, "start", 4), (0.5999, "start", 4), (0.6, "end", -4)]
+)
+def test_class_transition_marker_geometry(t: float, anchor: str, dx: int) -> None:
+    from ablation_paths.report import _clt_marker
+
+    page = _Page(f"<svg>{_clt_marker(t)}</svg>")
+    x = 44 + 504 * t
+    (line,) = [a for tag, a in page.elements if tag == "line"]
+    assert line == {
+        "id": "clt-marker",
+        "class": "clt",
+        "data-t": f"{t:.6f}",
+        "x1": str(x),
+        "x2": str(x),
+        "y1": "12",
+        "y2": "186",
+    }
+    ((stack, text),) = page.texts
+    assert text == f"class transition t = {t:.3f}"
+    assert stack[-1] == (
+        "text",
+        {"class": "clt-label", "x": str(x + dx), "y": "24", "text-anchor": anchor},
+    )
+
+
+def test_t_marker_and_click_area_cover_the_plot() -> None:
+    from ablation_paths.report import _t_marker
+
+    tags = _tags(_t_marker())
+    assert tags == [
+        ("line", {"id": "t-marker", "x1": "44.0", "x2": "44.0", "y1": "12", "y2": "186"}),
+        (
+            "rect",
+            {
+                "id": "curve-hit",
+                "x": "44",
+                "y": "12",
+                "width": "504",
+                "height": "174",
+                "fill": "transparent",
+            },
+        ),
+    ]
+
+
+def test_polyline_points_in_plot_units() -> None:
+    from ablation_paths.report import _polyline
+
+    times = np.array([0.0, 0.5, 1.0])
+    values = np.array([1.0, np.nan, 0.25])  # NaN is drawn at p = 0
+    ((tag, attrs),) = _tags(_polyline(times, values, "p-target"))
+    assert tag == "polyline" and attrs["class"] == "p-target"
+    assert attrs["points"] == "44.0,12.0 296.0,186.0 548.0,142.5"

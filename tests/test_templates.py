@@ -82,3 +82,63 @@ def open_template(name: str) -> str:
     from importlib import resources
 
     return resources.files("ablation_paths.templates").joinpath(name).read_text(encoding="utf-8")
+
+
+def test_attribute_names_keep_their_case() -> None:
+    """Only a trailing ``_`` is dropped: SVG's ``refX`` keeps its final ``X``."""
+    assert element("marker", void=True, refX=3, class_="m") == '<marker refX="3" class="m"/>'
+
+
+def test_inline_picks_the_closing_tag_by_the_last_suffix_in_any_case(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ablation_paths.templates as templates
+
+    files = {"a.min.css": "p { color: red }", "b.css": "x </STYLE> y", "c.js": "'</Script>'"}
+    monkeypatch.setattr(templates, "template_text", lambda name: files[name])
+    assert templates.inline("a.min.css") == "p { color: red }"
+    with pytest.raises(ValueError, match="</style"):
+        templates.inline("b.css")
+    with pytest.raises(ValueError, match="</script"):
+        templates.inline("c.js")
+
+
+def test_content_security_policy_text() -> None:
+    import base64
+    import hashlib
+
+    from ablation_paths.templates import content_security_policy
+
+    base = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+    end = "base-uri 'none'; form-action 'none'"
+    assert content_security_policy() == base + end
+    script = "let a = '\u00e9';"  # the hash is over the UTF-8 bytes
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode()
+    assert content_security_policy(script) == f"{base}script-src 'sha256-{digest}'; {end}"
+
+
+def test_templates_are_read_as_utf8_whatever_the_locale() -> None:
+    """``report.html`` holds non-ASCII text (arrows, the play sign); under an ASCII locale
+    (no UTF-8 mode, no locale coercion) it must still be read as UTF-8."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import ablation_paths.templates as templates
+
+    want = (Path(templates.__file__).parent / "report.html").read_bytes().decode("utf-8")
+    assert any(ord(c) > 127 for c in want)
+    # also read here, so that mutmut (which picks tests by the functions they call) runs it
+    assert templates.template_text("report.html") == want
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0"}
+    env["PYTHONCOERCECLOCALE"] = "0"
+    env["PYTHONPATH"] = str(Path(templates.__file__).parents[2])  # this very package
+    code = (
+        "import sys, locale; from ablation_paths.templates import template_text; "
+        "assert locale.getpreferredencoding(False).lower() != 'utf-8', 'locale is UTF-8'; "
+        "sys.stdout.buffer.write(template_text('report.html').encode('utf-8'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=False)
+    assert out.returncode == 0, out.stderr.decode()
+    assert out.stdout.decode("utf-8") == want
