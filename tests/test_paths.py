@@ -255,3 +255,40 @@ def test_resample_path_refines_through_the_old_samples(raw):
 def test_resample_path_rejects_no_samples():
     with pytest.raises(ValueError, match="at least one"):
         resample_path(affine_path(3, (2,)), 0)
+
+
+def test_check_axioms_flags_values_outside_on_either_side_alone():
+    below = affine_path(3, (4,), dtype=torch.float64).clone()
+    below[0, 0] = -0.1  # only below 0
+    assert any("outside [0, 1]" in p for p in check_axioms(below))
+    above = affine_path(3, (4,), dtype=torch.float64).clone()
+    above[-1, 0] = 1.2  # only above 1
+    assert any("outside [0, 1]" in p for p in check_axioms(above))
+
+
+def test_check_axioms_accepts_values_exactly_at_the_tolerance():
+    path = affine_path(3, (4,), dtype=torch.float64).clone()
+    path[-1, 0] = 1.25  # exactly 1 + atol (representable), and -atol below
+    path[0, 1] = -0.25
+    assert not any("outside" in p for p in check_axioms(path, atol=0.25))
+
+
+def test_masses_and_reparametrisation_keep_the_path_dtype():
+    g = torch.Generator().manual_seed(0)
+    path32 = project(torch.rand(5, 3, 3, generator=g))
+    w64 = torch.rand(3, 3, generator=g, dtype=torch.float64) + 0.1
+    m = path_masses(path32, w64)  # float64 weights, float32 path
+    expected = (path32.double().reshape(5, -1) @ (w64 / w64.sum()).reshape(-1)).float()
+    assert m.dtype == torch.float32
+    torch.testing.assert_close(m, expected)
+    # monotone in [0, 1] but not at constant speed, so every slice is interpolated
+    path64 = torch.sort(torch.rand(6, 4, generator=g, dtype=torch.float64), dim=0).values
+    out = reparametrize_constant_speed(path64)
+    assert out.dtype == torch.float64
+    np.testing.assert_allclose(path_masses(out).numpy(), np.arange(1, 7) / 7, rtol=0, atol=1e-12)
+
+
+def test_paths_are_built_on_the_requested_device():
+    # the meta device runs on any build and keeps device mistakes visible
+    assert affine_path(3, (2, 2), device="meta").device.type == "meta"
+    assert path_times(4, device="meta").device.type == "meta"
