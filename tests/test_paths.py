@@ -10,6 +10,7 @@ from hypothesis.extra.numpy import arrays
 from ablation_paths import check_axioms, monotonize, project, saturation
 from ablation_paths.paths import (
     affine_path,
+    clamp_path,
     path_masses,
     path_times,
     reparametrize_constant_speed,
@@ -292,3 +293,36 @@ def test_paths_are_built_on_the_requested_device():
     # the meta device runs on any build and keeps device mistakes visible
     assert affine_path(3, (2, 2), device="meta").device.type == "meta"
     assert path_times(4, device="meta").device.type == "meta"
+
+
+def test_clamp_path_clips_to_the_unit_interval_only():
+    p = torch.tensor([[-0.5, 0.25, 1.5], [0.0, 0.75, 1.0]], dtype=torch.float64)
+    expected = torch.tensor([[0.0, 0.25, 1.0], [0.0, 0.75, 1.0]], dtype=torch.float64)
+    assert torch.equal(clamp_path(p), expected)
+
+
+def test_project_uses_the_requested_monotonisation():
+    # column 0: flattening keeps the first sample (it fits below the flattened descent 0.9 ->
+    # 0.3), minimax lowers it to 0.4; the other columns keep the masses apart
+    p = torch.tensor(
+        [[0.5, 0.1, 0.0], [0.9, 0.2, 0.0], [0.3, 0.3, 0.5], [0.6, 0.4, 1.0]], dtype=torch.float64
+    )
+    for method in METHODS:
+        expected = reparametrize_constant_speed(clamp_path(monotonize(p, dim=0, method=method)))
+        torch.testing.assert_close(project(p, monotonize_method=method), expected)
+    assert not torch.equal(
+        project(p, monotonize_method="flatten"), project(p, monotonize_method="minimax")
+    )
+
+
+def test_saturation_uses_the_mass_weights():
+    path = torch.tensor([[[0.5, 1.0]], [[0.5, 1.0]]], dtype=torch.float64)  # [T=2, 1, 2]
+    weights = torch.tensor([[3.0, 1.0]], dtype=torch.float64)
+    # 2 |phi - 1/2| is 0 on the first feature and 1 on the second; weighted mean 1/4
+    assert saturation(path, weights) == pytest.approx(0.25, abs=1e-15)
+    assert saturation(path) == pytest.approx(0.5, abs=1e-15)
+
+
+def test_projection_helpers_stay_on_the_meta_device():
+    p = torch.empty(5, 3, device="meta")
+    assert resample_path(p, 7).device.type == "meta"
