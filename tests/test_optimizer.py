@@ -415,6 +415,11 @@ def test_coarse_to_fine_schedule():
     assert [AblationPathConfig().n_steps_at(i) for i in (0, 3, 6, 9)] == [4, 8, 16, 16]
     assert AblationPathConfig(n_steps=5, n_steps_start=5).n_steps_at(0) == 5
     assert AblationPathConfig(n_steps=3).n_steps_at(0) == 3  # the default start 4 is clamped
+    assert [AblationPathConfig(n_steps=4, n_steps_start=1).n_steps_at(i) for i in (0, 3, 6)] == [
+        1,
+        2,
+        4,
+    ]  # one sample is the smallest start
 
 
 class CountingClassifier(ClassifierFn):
