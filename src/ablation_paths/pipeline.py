@@ -290,9 +290,8 @@ def reduce(
     if n_paths(score) == 2:
         maps["contrastive"] = contrastive_average(opt.paths[0], opt.paths[1])
     heatmaps = {k: space.to_image(v).double().cpu() for k, v in maps.items()}
-    for name in ("average", "class_transition", "contrastive") if sharpened else ():
-        if name not in heatmaps:
-            continue
+    sharpened_maps = ("average", "class_transition", "contrastive") if sharpened else ()
+    for name in set(sharpened_maps) & set(heatmaps):
         heatmaps[name] = sharpen(heatmaps[name], region_depth(top_plateau(heatmaps[name])))
     heatmaps = {k: v.float() for k, v in heatmaps.items()}
     extra = space.extra_heatmaps(path, evaluation.probs[0], target)

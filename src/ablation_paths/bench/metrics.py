@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from ablation_paths.devices import model_device
 from ablation_paths.filters import gaussian_blur
+from ablation_paths.sharpening import top_plateau
 
 __all__ = [
     "AblationCurves",
@@ -93,9 +94,8 @@ def pointing_game(heatmap: Tensor, mask: Tensor, tolerance: float = 0.0) -> floa
     peak = h.max()
     if not torch.isfinite(peak):
         ties = torch.ones_like(h, dtype=torch.bool)
-    else:
-        scale = float(h[torch.isfinite(h)].abs().max()) if torch.isfinite(h).any() else 0.0
-        ties = h >= peak - 1e-7 * max(scale, 1e-30)
+    else:  # the same ties the heatmap sharpening breaks, at a tighter tolerance
+        ties = top_plateau(h, rtol=1e-7)
     accept = disk_dilate(mask.detach().cpu().bool(), tolerance)
     return float(accept[ties].to(torch.float64).mean())
 
