@@ -93,3 +93,21 @@ def test_explain_points_inside_a_small_patch_only_when_sharpened():
         r, c = divmod(int(h1.argmax()), 32)
         assert 18 <= r <= 23 and 18 <= c <= 23, (name, r, c)
     torch.testing.assert_close(plain.heatmaps["influence"], sharp.heatmaps["influence"])
+
+
+def test_the_straddling_pairs_contrastive_map_is_sharpened_too():
+    image = torch.full((3, 32, 32), 0.2)
+    image[0, 18:24, 18:24] = 1.0
+    kwargs = dict(
+        target=0,
+        score="straddle",
+        n_steps=4,
+        mask_size=16,
+        max_iterations=30,
+        baseline=torch.zeros(3, 32, 32),
+    )
+    plain = ap.explain(PatchModel().eval(), image, sharpen=False, **kwargs)
+    sharp = ap.explain(PatchModel().eval(), image, **kwargs)
+    h0, h1 = plain.heatmaps["contrastive"], sharp.heatmaps["contrastive"]
+    assert not torch.equal(h0, h1)
+    assert (h1 - h0).abs().max() <= 2 * SHARPEN_SCALE
