@@ -53,6 +53,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         "src/ablation_paths/result.py",
         ["tests/test_roundtrip.py", "tests/test_hostile.py", "-k", "not cli and not sig"],
     ),
+    "sharpening": ("src/ablation_paths/sharpening.py", ["tests/test_sharpening.py"]),
     "baselines": ("src/ablation_paths/baselines.py", ["tests/test_baseline_search.py"]),
     "bench.metrics": ("src/ablation_paths/bench/metrics.py", ["tests/test_bench_metrics.py"]),
     # the report's escaping: the template renderer, and report.py judged by the report's unit
@@ -62,7 +63,10 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         "src/ablation_paths/templates/__init__.py",
         ["tests/test_templates.py", "tests/test_report.py", "-k", _K],
     ),
-    "report": ("src/ablation_paths/report.py", ["tests/test_report.py", "-k", _K]),
+    "report": (
+        "src/ablation_paths/report.py",
+        ["tests/test_report.py", "tests/test_report_content.py", "-k", _K],
+    ),
     "sift.decoder": (
         "src/ablation_paths/sift/decoder.py",
         ["tests/test_sift_decoder.py", "tests/test_sift_mask_space.py"],
