@@ -507,19 +507,21 @@ def _images(kind: str) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarr
         want_a = np.round(25.5 + a * 0.9).astype(np.uint8).transpose(1, 2, 0)
         want_a[0, 0, 0] = 255
         want_b = np.round(25.5 + b * 0.9).astype(np.uint8).transpose(1, 2, 0)
-    else:  # "normalised": the data range of image and baseline together, [-1, 2]
-        x, y = -1 + a / 255 * 3, -1 + b / 255 * 3
-        x[0, 0, 0], y[1, 2, 3] = -1.0, 2.0
+    else:  # the data range of image and baseline together: [-1, 2], or [0.5, 1.2]
+        lo, hi = (-1.0, 2.0) if kind == "normalised" else (0.5, 1.2)
+        x, y = lo + a / 255 * (hi - lo), lo + b / 255 * (hi - lo)
+        x[0, 0, 0], y[1, 2, 3] = lo, hi
         want_a, want_b = (
-            _to_uint8(x, -1, 2).transpose(1, 2, 0),
-            _to_uint8(y, -1, 2).transpose(1, 2, 0),
+            _to_uint8(x, lo, hi).transpose(1, 2, 0),
+            _to_uint8(y, lo, hi).transpose(1, 2, 0),
         )
+        assert want_a[0, 0, 0] == 0 and want_b[2, 3, 1] == 255
     as_t = lambda v: torch.tensor(v, dtype=torch.float32)  # noqa: E731
     return as_t(x), as_t(y), want_a, want_b
 
 
 @pytest.mark.parametrize(
-    "kind", ["rgb", "grey", "two-channel", "touches 0", "touches 1", "normalised"]
+    "kind", ["rgb", "grey", "two-channel", "touches 0", "touches 1", "normalised", "narrow"]
 )
 def test_target_and_baseline_images_decode_to_the_input(kind: str) -> None:
     image, baseline, want_image, want_baseline = _images(kind)
@@ -676,3 +678,46 @@ def test_every_class_the_page_uses_is_styled_or_scripted() -> None:
     } <= used
     assert {"row", "heatmaps", "heat", "heat-title", "heat-desc", "lo", "hi"} <= used
     assert used - known == {"target-line"}  # semantic only (the template's target line)
+
+
+# ------------------------------------------------------------------------------- the data block
+def test_data_rounded_to_six_decimals() -> None:
+    """Times and probabilities are stored with 6 decimals (within 5e-7 of the result's)."""
+    r = _straddle()
+    data = _data(render_report(r))
+    values = np.array(data["times"] + [v for p in data["paths"] for row in p["probs"] for v in row])
+    np.testing.assert_array_equal(values, np.round(values, 6))
+    assert np.any(np.round(r.probs.double().numpy(), 7) != np.round(r.probs.double().numpy(), 6))
+
+
+def test_line_separators_and_markup_in_names_stay_data() -> None:
+    """U+2028 / U+2029 (line ends for old JavaScript parsers), ``<``, ``>`` and ``&`` are
+    escaped in the script block and decode back to the name."""
+    name = "a\u2028b\u2029c </script><!-- & d"
+    r = _result(class_names=[name] * K, target_name=name)
+    page = render_report(r)
+    raw = re.search(r'id="report-data">(.*?)</script>', page, re.S)
+    assert raw is not None
+    block = raw.group(1)
+    assert not set("\u2028\u2029<>&") & set(block)
+    assert {"\\u2028", "\\u2029", "\\u003c", "\\u003e", "\\u0026"} <= {
+        m for m in re.findall(r"\\u[0-9a-f]{4}", block)
+    }
+    assert set(_data(page)["names"].values()) == {name}
+
+
+def test_curve_svg_is_labelled_for_assistive_technology() -> None:
+    page = _Page(render_report(_result()))
+    svg = page.one("svg", id="curve")["attrs"]
+    assert svg["role"] == "img" and svg["aria-label"] == "target probability along t"
+    assert (svg["width"], svg["height"]) == ("560", "220")
+
+
+def test_second_path_of_a_feature_result_explains_its_missing_images() -> None:
+    r = _straddle(features="sift", path=torch.rand(T, 7), path_down=torch.rand(T, 7))
+    page = _Page(render_report(r))
+    notes = [el["text"] for el in page.find("p", class_="note")]
+    assert (
+        "The second path's images cannot be rendered from the saved sift result without its "
+        "feature decomposition; its probabilities are shown."
+    ) in notes
