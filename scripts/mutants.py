@@ -36,7 +36,7 @@ _K = "not chromium and not package_data"
 
 #: module (short name) -> (source file, the tests that guard it, with pytest options if any)
 MODULES: dict[str, tuple[str, list[str]]] = {
-    "paths": ("src/ablation_paths/paths.py", ["tests/test_paths.py"]),
+    "paths": ("src/ablation_paths/paths.py", ["tests/test_paths.py", "tests/test_paths_mut.py"]),
     "scores": (
         "src/ablation_paths/scores.py",
         ["tests/test_scores.py", "tests/test_optimizer.py"],
