@@ -26,7 +26,7 @@ from PIL import Image
 
 from ablation_paths.diagnostics import result_warnings
 from ablation_paths.display import heatmap_label
-from ablation_paths.report import render_report
+from ablation_paths.report import render_report, write_report
 from ablation_paths.result import AblationPathResult
 
 T = 4  # interior samples
@@ -276,10 +276,14 @@ def test_shown_classes_are_the_top_six_along_either_path() -> None:
 
 
 def test_class_without_a_name_is_labelled_by_index() -> None:
-    r = _result(class_names=NAMES[:3])  # names for classes 0..2 only
-    data = _data(render_report(r))
-    assert data["names"]["2"] == "zebra" and data["names"]["1"] == "bee"
-    assert all(data["names"][str(k)] == f"class {k}" for k in data["classes"] if k >= 3)
+    """Names for the classes below the largest shown class ``c`` only: ``c`` and every class
+    from 3 on are labelled by their index."""
+    c = max(_data(render_report(_result()))["classes"])
+    for n in (3, c):
+        data = _data(render_report(_result(class_names=NAMES[:n])))
+        assert data["names"]["2"] == "zebra" and data["names"]["1"] == "bee"
+        assert all(data["names"][str(k)] == f"class {k}" for k in data["classes"] if k >= n)
+        assert str(c) in data["names"]
 
 
 def test_header_and_controls() -> None:
@@ -491,10 +495,13 @@ def _images(kind: str) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarr
     elif kind == "grey":
         x, y = a[:1] / 255, b[:1] / 255
         want_a, want_b = want_a[0], want_b[0]
-    elif kind == "two-channel":  # shown as the rounded channel mean
-        x, y = a[:2] / 255, b[:2] / 255
-        want_a, want_b = _grey(want_a[:2]), _grey(want_b[:2])
-        assert np.any((want_a[:2].astype(int).sum(0) % 2) == 1)  # ties to round
+    elif kind in ("two-channel", "two-channel row"):  # shown as the rounded channel mean
+        rows = slice(0, 1) if kind == "two-channel row" else slice(None)  # [2, 1, 10]
+        a2, b2 = a[:2, rows], b[:2, rows]
+        x, y = a2 / 255, b2 / 255
+        levels_a, levels_b = np.round(a2).astype(np.uint8), np.round(b2).astype(np.uint8)
+        assert np.any(levels_a.astype(int).sum(0) % 2 == 1)  # some means are ties to round
+        want_a, want_b = _grey(levels_a), _grey(levels_b)
     elif kind == "touches 0":  # in [0, 1]: not rescaled to the data range
         x, y = a / 255 * 0.9, b / 255 * 0.9
         x[0, 0, 0] = 0.0
@@ -521,7 +528,17 @@ def _images(kind: str) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarr
 
 
 @pytest.mark.parametrize(
-    "kind", ["rgb", "grey", "two-channel", "touches 0", "touches 1", "normalised", "narrow"]
+    "kind",
+    [
+        "rgb",
+        "grey",
+        "two-channel",
+        "two-channel row",
+        "touches 0",
+        "touches 1",
+        "normalised",
+        "narrow",
+    ],
 )
 def test_target_and_baseline_images_decode_to_the_input(kind: str) -> None:
     image, baseline, want_image, want_baseline = _images(kind)
@@ -568,6 +585,20 @@ def test_saved_uint8_frames_shown_as_stored() -> None:
     np.testing.assert_array_equal(
         _decode(data["images"][data["paths"][0]["frames"][2]]), frames[2].numpy().transpose(1, 2, 0)
     )
+
+
+def test_float_frames_and_masks_are_clamped_and_rounded() -> None:
+    """Float frames and masks (``[0, 1]``) are clamped, then scaled to 0..255 and rounded."""
+    values = torch.tensor([-0.5, 0.25, 0.8, 1.5])  # -> 0, 64 (63.75), 204, 255
+    frames = values.repeat_interleave(15).reshape(1, 6, 10).expand(T + 2, 3, 6, 10).clone()
+    masks = values.repeat_interleave(15).reshape(6, 10).expand(T + 2, 6, 10).clone()
+    data = _data(render_report(_result(frames=frames, masks_image=masks)))
+    entry = data["paths"][0]
+    want = np.repeat(np.array([0, 64, 204, 255], dtype=np.uint8), 15).reshape(6, 10)
+    for i in range(T + 2):
+        frame = _decode(data["images"][entry["frames"][i]])
+        np.testing.assert_array_equal(frame, np.repeat(want[:, :, None], 3, axis=2))
+        np.testing.assert_array_equal(_decode(data["images"][entry["masks"][i]]), want)
 
 
 def test_frames_without_masks_are_rendered_from_the_path() -> None:
@@ -721,3 +752,15 @@ def test_second_path_of_a_feature_result_explains_its_missing_images() -> None:
         "The second path's images cannot be rendered from the saved sift result without its "
         "feature decomposition; its probabilities are shown."
     ) in notes
+
+
+def test_write_report_into_an_existing_folder_with_a_title(tmp_path: Path) -> None:
+    out = write_report(_result(), tmp_path / "report.html", title="Zebra, retained")
+    again = write_report(_result(), tmp_path / "report.html")  # overwritten in place
+    assert out == again == tmp_path / "report.html"
+    page = _Page(out.read_text(encoding="utf-8"))
+    assert page.one("title")["text"] == "Ablation path: zebra (retain)"
+    titled = write_report(_result(), tmp_path / "titled.html", title="Zebra, retained")
+    assert _Page(titled.read_text(encoding="utf-8")).one("h1", id="title")["text"] == (
+        "Zebra, retained"
+    )
