@@ -312,15 +312,13 @@ def test_header_and_controls() -> None:
 
 # ------------------------------------------------------------------------------- warnings
 def _warnings(page: _Page) -> list[tuple[str, str, str]]:
-    """(role, kind, whole text) of each warning box."""
-    return [
-        (
-            el["attrs"].get("role", ""),
-            el["text"].split(":", 1)[0] + ":",
-            el["text"],
-        )
-        for el in page.find("div", class_="warning")
-    ]
+    """(role, text of the box's ``<span class="kind">``, whole text) of each warning box."""
+    out = []
+    for el in page.find("div", class_="warning"):
+        after = page.elements[page.elements.index(el) + 1]
+        assert (after["tag"], after["attrs"]) == ("span", {"class": "kind"})
+        out.append((el["attrs"].get("role", ""), after["text"], el["text"]))
+    return out
 
 
 def test_each_library_warning_is_one_box_with_its_kind() -> None:
