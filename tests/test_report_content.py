@@ -101,8 +101,11 @@ def _table(page: _Page, table_id: str) -> list[tuple[str, str]]:
     for el in page.elements[start + 1 :]:
         if el["tag"] == "table":
             break
-        if el["tag"] == "th":
-            rows.append((el["text"], ""))
+        if el["tag"] == "tr":
+            rows.append(("", ""))
+        elif el["tag"] == "th":
+            assert rows and rows[-1] == ("", ""), "a <th> outside its own <tr>"
+            rows[-1] = (el["text"], "")
         elif el["tag"] == "td":
             rows[-1] = (rows[-1][0], el["text"])
     return rows
@@ -762,3 +765,51 @@ def test_write_report_into_an_existing_folder_with_a_title(tmp_path: Path) -> No
     assert _Page(titled.read_text(encoding="utf-8")).one("h1", id="title")["text"] == (
         "Zebra, retained"
     )
+
+
+def test_every_tick_label_is_svg_text() -> None:
+    """Five labels on each axis and the axis name ``t``, all ``<text class="tick">``."""
+    page = _Page(render_report(_result()))
+    svg = page.one("svg", id="curve")
+    start = page.elements.index(svg)
+    inside = page.elements[start + 1 : start + 1 + 200]
+    labels = [el["text"] for el in inside if el["attrs"].get("class") == "tick"]
+    assert labels == [v for v in ("0.0", "0.25", "0.5", "0.75", "1.0") for _ in (0, 1)] + ["t"]
+    assert {el["tag"] for el in inside if el["attrs"].get("class") == "tick"} == {"text"}
+
+
+def test_missing_images_notes_in_full() -> None:
+    bare = _result(features="sift", path=torch.rand(T, 7), frames=None, masks_image=None)
+    notes = [el["text"] for el in _Page(render_report(bare)).find("p", class_="note")]
+    assert (
+        "No images are stored for this sift path (saved without frames); the probabilities "
+        "are shown." in notes
+    )
+    # a pair without its second path: that panel has the note, the first its images
+    pair = _straddle(path_down=None)
+    page = _Page(render_report(pair))
+    notes = [el["text"] for el in page.find("p", class_="note")]
+    assert [n[:31] for n in notes if n.startswith("The second")] == [
+        "The second path's images cannot"
+    ]
+    assert not any(n.startswith("No images") for n in notes)
+    assert _data(render_report(pair))["paths"][1]["frames"] is None
+
+
+def test_influence_is_drawn_signed_even_without_negative_values() -> None:
+    """The influence map is a signed reduction: its colour scale is -max|h|..max|h| also when
+    every value is positive."""
+    heat = torch.linspace(0.5, 2.0, 60).reshape(6, 10)
+    page = _Page(render_report(_result(heatmaps={"influence": heat})))
+    fig = _figures(page)[0]
+    start = page.elements.index(fig)
+    inner = page.elements[start + 1 : start + 12]
+    lo = next(el for el in inner if el["attrs"].get("class") == "lo")["text"]
+    hi = next(el for el in inner if el["attrs"].get("class") == "hi")["text"]
+    assert (lo, hi) == ("-2", "2")
+
+
+def test_settings_with_keys_that_are_not_text_sorted_by_their_text() -> None:
+    info = {"config": {"n_steps": 4, 10: "ten", 2: "two"}}
+    rows = _table(_Page(render_report(_result(info=info))), "settings")
+    assert rows == [("10", "ten"), ("2", "two"), ("time samples", "4")]
