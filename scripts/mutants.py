@@ -76,9 +76,18 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         "src/ablation_paths/sift/decoder.py",
         ["tests/test_sift_decoder.py", "tests/test_sift_mask_space.py"],
     ),
+    # the decomposition's keypoints, detection, cells and heatmaps have test files of their own
     "sift.decomposition": (
         "src/ablation_paths/sift/decomposition.py",
-        ["tests/test_sift_decoder.py", "tests/test_sift_mask_space.py"],
+        [
+            "tests/test_sift_decoder.py",
+            "tests/test_sift_mask_space.py",
+            "tests/test_sift_keypoints.py",
+            "tests/test_sift_detection.py",
+            "tests/test_sift_cells.py",
+            "tests/test_sift_heatmaps.py",
+            "tests/test_sift_mut.py",
+        ],
     ),
     "spiral.geometry": (
         "src/spiral_cnn/geometry.py",
