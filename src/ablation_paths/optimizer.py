@@ -329,8 +329,9 @@ def _classify_call(
     ``[rows, *mask_shape]`` of ``sum_r coefficient_r F_target_r(image_r)`` per range."""
     if parts[call[0][0]].coefficients is None:
         with torch.no_grad():
-            images = torch.cat([parts[i].space.apply(parts[i].masks[a:b]) for i, a, b in call])
-            return torch.softmax(classifier(images), dim=1), None
+            plain = [parts[i].space.apply(parts[i].masks[a:b]) for i, a, b in call]
+            logits = classifier(plain[0] if len(plain) == 1 else torch.cat(plain))
+            return torch.softmax(logits, dim=1), None
     chunks = [parts[i].masks[a:b].detach().requires_grad_(True) for i, a, b in call]
     with torch.enable_grad():
         with _autocast(chunks[0].device, precision):
