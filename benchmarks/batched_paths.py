@@ -8,7 +8,7 @@ classifier on planted-bias test scenes) the mask spaces are built by the pipelin
 the ratios of the pairs run back to back (which a drifting load on a shared machine disturbs
 less). Also checks that both give the same paths and iterations.
 
-    python benchmarks/batched_paths.py --n 8 --repeats 2 --threads 1
+    python benchmarks/batched_paths.py --n 8 --repeats 2 --threads 1 [--device cuda]
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu", help="e.g. cuda")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -89,10 +90,14 @@ def main() -> None:
     from ablation_paths.demo.model import load_model
 
     cases = [
-        ("demo CNN", load_model(), [d.image for d in load_demo_images()[: args.n]]),
+        (
+            "demo CNN",
+            load_model(device=args.device),
+            [d.image for d in load_demo_images()[: args.n]],
+        ),
         (
             "bench planted_bias",
-            load_bench_model("planted_bias"),
+            load_bench_model("planted_bias", device=args.device),
             [s.image for s in load_dataset("planted_bias", args.n, seed=0)],
         ),
     ]

@@ -18,7 +18,8 @@ Three ways over the same ``--n`` planted-bias test images (128x128, the shipped
 Prints a Markdown table (and the load average, since shared machines vary).
 
     python benchmarks/many_throughput.py --n 16 --workers 2 --out /tmp/ap/many_tp
-    python benchmarks/many_throughput.py --n 16 --only-batches --batches 1 4 8 --threads 1
+    python benchmarks/many_throughput.py --n 16 --only-batches --batches 1 4 8 --threads 1 \
+        [--device cuda]
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (local runs)")
     parser.add_argument("--out", default="/tmp/ap/many_tp")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--device", default="cpu", help="device of the batch rows, e.g. cuda")
     parser.add_argument("--only-batches", action="store_true", help="only the batch_images rows")
     args = parser.parse_args()
     if args.threads:
@@ -59,7 +61,7 @@ def main() -> None:
     ray_start = None
     if not args.only_batches:
         ray_start = _one_by_one_rows(rows, model, samples, names, out, args.workers)
-    rows += _batch_rows(model, samples, names, out, args.batches)
+    rows += _batch_rows(model.to(args.device), samples, names, out, args.batches)
     load_after = os.getloadavg()
 
     print(f"{args.n} images, {os.cpu_count()} CPU cores, torch {torch.__version__}, ")
