@@ -43,7 +43,12 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     ),
     "optimizer": (
         "src/ablation_paths/optimizer.py",
-        ["tests/test_optimizer.py", "tests/test_scores.py", "tests/test_theorem5.py"],
+        [
+            "tests/test_optimizer.py",
+            "tests/test_scores.py",
+            "tests/test_theorem5.py",
+            "tests/test_batched_paths.py",
+        ],
     ),
     "reductions": ("src/ablation_paths/reductions.py", ["tests/test_reductions.py"]),
     "diagnostics": ("src/ablation_paths/diagnostics.py", ["tests/test_diagnostics.py"]),
