@@ -344,3 +344,84 @@ def test_timings_are_shared_out_by_images():
     a, b = optimize_paths_many(problems)
     assert a.classifier_seconds > 0 and b.classifier_seconds > 0
     assert math.isclose(b.classifier_seconds / a.classifier_seconds, 2.0, rel_tol=1e-6)
+
+
+def test_a_failed_run_leaves_the_shared_pass():
+    """After a run's error its images are no longer classified (the others' only)."""
+    model = Counting().eval()
+    clf = ClassifierFn(model)
+    image = _image(2)
+    flat = PixelMaskSpace(image, image.clone(), (8, 8))  # baseline = image: zero gradient
+    cfg = AblationPathConfig(
+        n_steps=4, n_steps_start=None, max_iterations=3, stop_saturation=1, batch_size=None
+    )
+    problems = [
+        PathProblem(clf, _space(_image(1)), 0, "retain", cfg),
+        PathProblem(clf, flat, 1, "retain", cfg),
+    ]
+    out = optimize_paths_many(problems, return_exceptions=True)
+    assert isinstance(out[1], ValueError) and out[0].iterations == 3
+    assert model.calls == [8, 4, 4]  # both runs' 4 images, then the good run's alone
+
+
+def test_evaluate_masks_and_score_gradient_honour_batch_size_and_precision():
+    from ablation_paths.optimizer import score_gradient
+
+    model = Counting().eval()
+    seen: list[torch.dtype] = []
+    hook = model.net.features[0].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    clf = ClassifierFn(model)
+    space = _space(_image(1))
+    masks = torch.rand(7, 8, 8, generator=torch.Generator().manual_seed(0))
+    evaluate_masks(clf, space, masks, 0, torch.ones(7), batch_size=3)
+    assert model.calls == [3, 3, 1]
+    model.calls.clear()
+    paths = masks[:4].sort(dim=0).values.unsqueeze(0)
+    score_gradient(clf, space, paths, 0, "retain", batch_size=3, precision="bfloat16")
+    assert model.calls == [3, 1]
+    assert seen[-2:] == [torch.bfloat16, torch.bfloat16]  # autocast reached the model
+    hook.remove()
+
+
+def test_a_model_that_ignores_its_input_is_refused_clearly():
+    """The objective has a gradient (a parameter) but none reaches the masks."""
+
+    class Blind(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bias = nn.Parameter(torch.zeros(5))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.bias.expand(x.shape[0], 5)
+
+    clf = ClassifierFn(Blind().eval())
+    with pytest.raises(ValueError, match="no gradient path to its input image"):
+        evaluate_masks(clf, _space(_image(1)), torch.rand(2, 8, 8), 0, torch.ones(2))
+
+
+def test_any_positive_saturation_acts():
+    """zeta_sat in (0, 1] changes the step (eq. 2.26), it is not a no-op below 1."""
+    clf = ClassifierFn(TinyNet().eval())
+    space = _space(_image(1))
+    cfg = AblationPathConfig(
+        n_steps=4, n_steps_start=None, max_iterations=2, stop_saturation=1, saturation_ramp=0
+    )
+    plain = optimize_paths(clf, space, 0, "retain", cfg.replace(saturation=0.0))
+    weak = optimize_paths(clf, space, 0, "retain", cfg.replace(saturation=0.5))
+    assert (plain.paths - weak.paths).abs().max() > 1e-3
+
+
+def test_timings_add_up_over_iterations(monkeypatch):
+    """With a clock that advances one second per reading, every iteration adds exactly one
+    second to each timing (so they are sums over iterations, not the last one)."""
+    import itertools
+
+    import ablation_paths.optimizer as opt
+
+    ticks = itertools.count()
+    monkeypatch.setattr(opt.time, "perf_counter", lambda: float(next(ticks)))
+    clf = ClassifierFn(TinyNet().eval())
+    cfg = AblationPathConfig(n_steps=4, n_steps_start=None, max_iterations=3, stop_saturation=1)
+    res = optimize_paths(clf, _space(_image(1)), 0, "retain", cfg)
+    assert res.iterations == 3
+    assert res.classifier_seconds == 3.0 and res.other_seconds == 3.0
