@@ -7,10 +7,13 @@ TORCH_SPEC ?= torch==2.13.0
 LOWEST_SETUPTOOLS ?= 77.0.1
 LOWEST_PILLOW ?= 9.1.0
 SCRATCH ?= /tmp/ablation-paths-lower-bounds
+# A second environment with a real torchvision (not a dependency; the tutorial's ResNet-50).
+TV_VENV ?= .venv-torchvision
+TV_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint typecheck check docs wheel lower-bounds clean mutants
+.PHONY: demo test test-fast test-torchvision lint typecheck check docs wheel lower-bounds clean mutants
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +30,18 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The own-model tutorial and the torchvision: specs against a real torchvision (a CUDA build of
+# torch that runs on the CPU, several GB): tests that need torchvision fail instead of skipping.
+$(TV_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(TV_VENV)
+	$(TV_VENV)/bin/python -m pip install -q --upgrade pip
+	$(TV_VENV)/bin/python -m pip install -q $(TV_SPEC)
+	$(TV_VENV)/bin/python -m pip install -q -e ".[dev]" $(TV_SPEC)
+	touch $@
+
+test-torchvision: $(TV_VENV)/.installed
+	ABLATION_PATHS_REQUIRE_TORCHVISION=1 $(TV_VENV)/bin/python -m pytest -q tests/test_own_model.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
@@ -74,4 +89,4 @@ lower-bounds:
 	test -s $(SCRATCH)/demo/report.html
 
 clean:
-	rm -rf $(VENV) demo_output dist build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TV_VENV) demo_output dist build .pytest_cache .mypy_cache .ruff_cache

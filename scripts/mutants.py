@@ -48,6 +48,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
             "tests/test_optimizer_mut.py",
             "tests/test_scores.py",
             "tests/test_theorem5.py",
+            "tests/test_batched_paths.py",
         ],
     ),
     "reductions": ("src/ablation_paths/reductions.py", ["tests/test_reductions.py"]),

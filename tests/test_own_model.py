@@ -7,6 +7,7 @@ skipped when it cannot be imported."""
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import types
 from pathlib import Path
@@ -201,11 +202,21 @@ def test_regeneration_script_rule() -> None:
     assert "timm" in bundled and "Apache-2.0" in bundled  # provenance and licence recorded
 
 
-def test_real_torchvision_resnet_with_a_local_weights_file(tmp_path) -> None:
+def real_torchvision_models() -> types.ModuleType:
+    """The real ``torchvision.models``; skips the test where torchvision cannot be imported,
+    unless ``ABLATION_PATHS_REQUIRE_TORCHVISION=1`` (``make test-torchvision``) makes that a
+    failure."""
     try:
-        models = importlib.import_module("torchvision.models")
+        return importlib.import_module("torchvision.models")
     except Exception as exc:  # not installed, or built for another torch
-        pytest.skip(f"torchvision cannot be imported here ({type(exc).__name__}: {exc})")
+        reason = f"torchvision cannot be imported here ({type(exc).__name__}: {exc})"
+        if os.environ.get("ABLATION_PATHS_REQUIRE_TORCHVISION") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+def test_real_torchvision_resnet_with_a_local_weights_file(tmp_path) -> None:
+    models = real_torchvision_models()
     torch.manual_seed(0)
     trained = models.resnet18(weights=None).eval()
     file = tmp_path / "resnet18.pth"
@@ -214,12 +225,30 @@ def test_real_torchvision_resnet_with_a_local_weights_file(tmp_path) -> None:
     x = torch.rand(1, 3, 64, 64)
     torch.testing.assert_close(loaded.model(x), trained(x))
     assert loaded.class_names is not None and loaded.class_names[0] == "tench"
+    with pytest.raises(ValueError, match="resnet50"):
+        load_model_spec("torchvision:resnet5")
 
 
 @pytest.mark.slow
 def test_torchvision_tutorial_commands_run(tmp_path, monkeypatch, fake_torchvision) -> None:
     """Section 7 of docs/own-model.md as a reader runs it, on the stand-in torchvision with
     random weights: its ``ablation-paths`` commands and its Python block (``py``)."""
+    torch.manual_seed(1)
+    run_tutorial(tmp_path, monkeypatch, FakeNet().state_dict())
+
+
+@pytest.mark.slow
+def test_torchvision_tutorial_with_the_real_resnet50(tmp_path, monkeypatch) -> None:
+    """The same section on the real ``torchvision.models.resnet50`` with random weights (run by
+    ``make test-torchvision``, which CI runs; skipped where torchvision cannot be imported)."""
+    models = real_torchvision_models()
+    torch.manual_seed(1)
+    run_tutorial(tmp_path, monkeypatch, models.resnet50(weights=None).state_dict())
+
+
+def run_tutorial(tmp_path: Path, monkeypatch, state_dict: dict) -> None:
+    """Run section 7's commands and Python block in ``tmp_path`` with ``state_dict`` saved as
+    ``resnet50.pth``, with a fast configuration; check what each writes."""
     import dataclasses
     import re
     import shlex
@@ -249,8 +278,7 @@ def test_torchvision_tutorial_commands_run(tmp_path, monkeypatch, fake_torchvisi
     Path("photos").mkdir()
     for name in ("a", "b"):
         Image.fromarray(pixels(260, 300)).save(f"photos/{name}.png")
-    torch.manual_seed(1)
-    torch.save(FakeNet().state_dict(), "resnet50.pth")
+    torch.save(state_dict, "resnet50.pth")
     for command in commands:
         assert main(shlex.split(command)[1:] + ["--quiet"]) == 0, command
     cat = load(tmp_path / "runs" / "cat" / "path.npz")

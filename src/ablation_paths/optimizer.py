@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
@@ -27,7 +27,11 @@ __all__ = [
     "AblationPathConfig",
     "OptimizationResult",
     "optimize_paths",
+    "optimize_paths_many",
+    "PathProblem",
+    "MaskBatch",
     "evaluate_masks",
+    "evaluate_mask_batches",
     "saturate",
     "pinch",
     "score_gradient",
@@ -271,6 +275,126 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
     return torch.autocast(device.type, dtype=PRECISIONS[precision])
 
 
+@dataclass(frozen=True)
+class MaskBatch:
+    """Masks of one mask space to classify, as one part of a shared classifier pass.
+
+    ``masks``: ``[M, *mask_shape]``; ``target``: the class whose probability is weighted;
+    ``coefficients``: ``[M]`` weights of ``F_target`` in the objective, or ``None`` for
+    probabilities only (then every part of the pass must have ``None``).
+    """
+
+    space: MaskSpace
+    masks: Tensor
+    target: int
+    coefficients: Tensor | None = None
+
+
+def _chunks(parts: Sequence[MaskBatch], size: int | None) -> list[list[tuple[int, int, int]]]:
+    """Classifier calls for ``parts``: lists of ``(part, start, stop)`` row ranges, at most
+    ``size`` rows per call (``None``: no limit). Only parts whose images share shape, dtype and
+    device go into one call (grouped in order of first appearance); a call may span parts."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, part in enumerate(parts):
+        t = part.space.target
+        groups.setdefault((tuple(t.shape), t.dtype, t.device), []).append(i)
+    calls: list[list[tuple[int, int, int]]] = []
+    for members in groups.values():
+        call: list[tuple[int, int, int]] = []
+        room = size
+        for i in members:
+            start, m = 0, parts[i].masks.shape[0]
+            while start < m:
+                stop = m if room is None else min(m, start + room)
+                call.append((i, start, stop))
+                if room is not None:
+                    room -= stop - start
+                start = stop
+                if room == 0:
+                    calls.append(call)
+                    call, room = [], size
+        if call:
+            calls.append(call)
+    return calls
+
+
+def _classify_call(
+    classifier: ClassifierFn,
+    parts: Sequence[MaskBatch],
+    call: list[tuple[int, int, int]],
+    precision: str,
+) -> tuple[Tensor, list[Tensor] | None]:
+    """One classifier call over the row ranges ``call`` of ``parts``: probabilities ``[R, K]``
+    (float32 for reduced precision) and, when the parts have coefficients, the gradients
+    ``[rows, *mask_shape]`` of ``sum_r coefficient_r F_target_r(image_r)`` per range."""
+    if parts[call[0][0]].coefficients is None:
+        with torch.no_grad():
+            plain = [parts[i].space.apply(parts[i].masks[a:b]) for i, a, b in call]
+            logits = classifier(plain[0] if len(plain) == 1 else torch.cat(plain))
+            return torch.softmax(logits, dim=1), None
+    chunks = [parts[i].masks[a:b].detach().requires_grad_(True) for i, a, b in call]
+    with torch.enable_grad():
+        with _autocast(chunks[0].device, precision):
+            images = [parts[i].space.apply(x) for (i, _, _), x in zip(call, chunks, strict=True)]
+            logits = classifier(images[0] if len(images) == 1 else torch.cat(images))
+        if precision != "float32":  # autocast's half-precision logits
+            logits = logits.float()
+        probs = torch.softmax(logits, dim=1)
+        targets = torch.cat(
+            [torch.full((b - a,), parts[i].target, device=probs.device) for i, a, b in call]
+        )
+        coef = torch.cat([parts[i].coefficients[a:b] for i, a, b in call])  # type: ignore[index]
+        objective = (probs.gather(1, targets.unsqueeze(1)).squeeze(1) * coef).sum()
+        if not objective.requires_grad:
+            raise ValueError(
+                "the model's output has no gradient path to its input (is it wrapped in "
+                "torch.no_grad, detached, or not differentiable?); ablation paths need "
+                "a differentiable classifier"
+            )
+        grads = torch.autograd.grad(objective, chunks, allow_unused=True)
+    if any(g is None for g in grads):
+        raise ValueError(
+            "the model's output has no gradient path to its input image (detached or "
+            "not differentiable); ablation paths need a differentiable classifier"
+        )
+    return probs.detach(), list(grads)
+
+
+def evaluate_mask_batches(
+    classifier: ClassifierFn,
+    parts: Sequence[MaskBatch],
+    batch_size: int | None = None,
+    precision: str = "float32",
+) -> list[tuple[Tensor, Tensor | None]]:
+    """Classify the masks of several mask spaces (e.g. several images) in shared classifier
+    calls of at most ``batch_size`` images (``None``: one call per image shape), optionally with
+    the gradient of ``sum_parts sum_m coefficients[m] * F_target(image_m)``.
+
+    Images of different shapes never share a call. The model must treat the images of a batch
+    independently (no batch statistics: eval mode), so the result equals one
+    :func:`evaluate_masks` per part up to floating-point rounding.
+
+    Returns:
+        per part, ``(probs [M, K], grad [M, *mask_shape] or None)``.
+    """
+    if not parts:
+        return []
+    if len({p.coefficients is None for p in parts}) > 1:
+        raise ValueError("either every part has coefficients (a gradient pass) or none has")
+    probs: list[list[Tensor]] = [[] for _ in parts]
+    grads: list[list[Tensor]] = [[] for _ in parts]
+    for call in _chunks(parts, batch_size):
+        p, g = _classify_call(classifier, parts, call, precision)
+        rows = [b - a for _, a, b in call]
+        for (i, _, _), pi, k in zip(call, p.split(rows), range(len(call)), strict=True):
+            probs[i].append(pi)
+            if g is not None:
+                grads[i].append(g[k])
+    return [
+        (torch.cat(pr), torch.cat(gr) if gr else None) for pr, gr in zip(probs, grads, strict=True)
+    ]
+
+
 def evaluate_masks(
     classifier: ClassifierFn,
     space: MaskSpace,
@@ -296,39 +420,8 @@ def evaluate_masks(
     Returns:
         ``(probs [M, K], grad [M, *mask_shape] or None)``.
     """
-    probs_out = []
-    grads = []
-    size = batch_size or masks.shape[0]
-    for start in range(0, masks.shape[0], size):
-        chunk = masks[start : start + size].detach()
-        if coefficients is None:
-            with torch.no_grad():
-                probs_out.append(torch.softmax(classifier(space.apply(chunk)), dim=1))
-            continue
-        chunk.requires_grad_(True)
-        with torch.enable_grad():
-            with _autocast(chunk.device, precision):
-                logits = classifier(space.apply(chunk))
-            if precision != "float32":  # autocast's half-precision logits
-                logits = logits.float()
-            probs = torch.softmax(logits, dim=1)
-            objective = (probs[:, target] * coefficients[start : start + size]).sum()
-            if not objective.requires_grad:
-                raise ValueError(
-                    "the model's output has no gradient path to its input (is it wrapped in "
-                    "torch.no_grad, detached, or not differentiable?); ablation paths need "
-                    "a differentiable classifier"
-                )
-            (grad,) = torch.autograd.grad(objective, chunk, allow_unused=True)
-        if grad is None:
-            raise ValueError(
-                "the model's output has no gradient path to its input image (detached or "
-                "not differentiable); ablation paths need a differentiable classifier"
-            )
-        probs_out.append(probs.detach())
-        grads.append(grad)
-    probs_all = torch.cat(probs_out)
-    return probs_all, (torch.cat(grads) if coefficients is not None else None)
+    part = MaskBatch(space, masks, target, coefficients)
+    return evaluate_mask_batches(classifier, [part], batch_size, precision)[0]
 
 
 def term_masks(paths: Tensor, score: str) -> Tensor:
@@ -357,6 +450,38 @@ class ScoreGradient:
         return out
 
 
+def _score_part(space: MaskSpace, paths: Tensor, target: int, score: str) -> MaskBatch:
+    """The masks and coefficients at which a score's gradient at ``paths`` is evaluated:
+    each term's time-mean contributes ``sign / T`` (dissipating terms have ``sign = -1``)."""
+    t_count = paths.shape[1]
+    coefficients = torch.cat(
+        [
+            torch.full((t_count,), term.sign / t_count, dtype=paths.dtype, device=paths.device)
+            for term in score_terms(score)
+        ]
+    )
+    return MaskBatch(space, term_masks(paths, score), target, coefficients)
+
+
+def _score_from(
+    paths: Tensor, target: int, score: str, probs: Tensor, grad: Tensor | None
+) -> ScoreGradient:
+    """The :class:`ScoreGradient` from the classifier's output on :func:`_score_part`'s masks:
+    ``probs [n_terms * T, K]``, ``grad [n_terms * T, *mask_shape]``; complement terms
+    ``1 - phi`` get the chain rule's ``-1``."""
+    assert grad is not None
+    terms = score_terms(score)
+    t_count = paths.shape[1]
+    target_probs = list(probs[:, target].split(t_count))
+    term_values = [
+        score_value_term(term.sign, tp) for term, tp in zip(terms, target_probs, strict=True)
+    ]
+    g = torch.zeros_like(paths)
+    for term, gt in zip(terms, grad.split(t_count), strict=True):
+        g[term.path_index] += -gt if term.complement else gt
+    return ScoreGradient(sum(term_values), term_values, target_probs, g)
+
+
 def score_gradient(
     classifier: ClassifierFn,
     space: MaskSpace,
@@ -373,27 +498,9 @@ def score_gradient(
     (dissipating terms have ``sign = -1``), and complement terms ``1 - phi`` the chain rule's
     ``-1``.
     """
-    terms = score_terms(score)
-    t_count = paths.shape[1]
-    coefficients = torch.cat(
-        [
-            torch.full((t_count,), term.sign / t_count, dtype=paths.dtype, device=paths.device)
-            for term in terms
-        ]
-    )
-    masks = term_masks(paths, score)
-    probs, grad = evaluate_masks(
-        classifier, space, masks, target, coefficients, batch_size, precision
-    )
-    assert grad is not None
-    target_probs = list(probs[:, target].split(t_count))
-    term_values = [
-        score_value_term(term.sign, tp) for term, tp in zip(terms, target_probs, strict=True)
-    ]
-    g = torch.zeros_like(paths)
-    for term, gt in zip(terms, grad.split(t_count), strict=True):
-        g[term.path_index] += -gt if term.complement else gt
-    return ScoreGradient(sum(term_values), term_values, target_probs, g)
+    part = _score_part(space, paths, target, score)
+    ((probs, grad),) = evaluate_mask_batches(classifier, [part], batch_size, precision)
+    return _score_from(paths, target, score, probs, grad)
 
 
 def score_value_term(sign: float, target_probs: Tensor) -> float:
@@ -404,8 +511,22 @@ def score_value_term(sign: float, target_probs: Tensor) -> float:
 
 
 @dataclass(frozen=True)
+class PathProblem:
+    """One optimisation for :func:`optimize_paths_many`: the arguments of
+    :func:`optimize_paths` (classifier, mask space for one image and baseline, target class,
+    score, options, per-iteration ``progress`` callback)."""
+
+    classifier: ClassifierFn
+    space: MaskSpace
+    target: int
+    score: str = "retain"
+    config: AblationPathConfig | None = None
+    progress: Callable[[int, dict[str, float], Tensor], None] | None = None
+
+
+@dataclass(frozen=True)
 class _Problem:
-    """The fixed inputs of one :func:`optimize_paths` run.
+    """The fixed inputs of one run (a checked :class:`PathProblem`).
 
     ``weights``: the mask space's mass weights ``[*mask_shape]`` (``None``: plain mean);
     ``w_flat``: the same normalised to sum 1 and flattened to ``[N]`` in the mask dtype.
@@ -419,6 +540,17 @@ class _Problem:
     weights: Tensor | None
     w_flat: Tensor | None
     progress: Callable[[int, dict[str, float], Tensor], None] | None
+
+
+def _problem(p: PathProblem) -> _Problem:
+    if not isinstance(p, PathProblem):
+        raise TypeError(f"expected PathProblem objects, got a {type(p).__name__}")
+    cfg = p.config or AblationPathConfig()
+    n_paths(p.score)  # validates the name
+    weights = p.space.weights()
+    dtype = p.space.target.dtype
+    w_flat = None if weights is None else (weights / weights.sum()).reshape(-1).to(dtype)
+    return _Problem(p.classifier, p.space, p.target, p.score, cfg, weights, w_flat, p.progress)
 
 
 @dataclass
@@ -549,25 +681,43 @@ def _refine(run: _Run, t_count: int, prob: _Problem) -> None:
     )
 
 
-def _iterate(run: _Run, iteration: int, prob: _Problem) -> bool:
-    """One iteration of Algorithm 2 on ``run`` (updated in place); ``True``: stop the loop."""
-    cfg = prob.config
-    device = prob.space.target.device
-    _refine(run, cfg.n_steps_at(iteration), prob)
+def _gradients(
+    runs: Sequence[_Run], probs: Sequence[_Problem], iteration: int
+) -> list[ScoreGradient]:
+    """Lines 3-6 of Algorithm 2 for several runs at once: resample each run to its
+    coarse-to-fine number of samples, then ONE shared classifier pass (chunks of
+    ``batch_size`` images that may span runs) for every run's score and gradient. The pass's
+    time is shared out to the runs' ``classifier_seconds`` by their number of images."""
+    for run, prob in zip(runs, probs, strict=True):
+        _refine(run, prob.config.n_steps_at(iteration), prob)
+    first = probs[0]
+    device = first.space.target.device
+    parts = [
+        _score_part(prob.space, run.paths, prob.target, prob.score)
+        for run, prob in zip(runs, probs, strict=True)
+    ]
     _sync(device)
     t0 = time.perf_counter()
-    sg = score_gradient(
-        prob.classifier,
-        prob.space,
-        run.paths,
-        prob.target,
-        prob.score,
-        cfg.batch_size,
-        cfg.precision,
+    out = evaluate_mask_batches(
+        first.classifier, parts, first.config.batch_size, first.config.precision
     )
     _sync(device)
+    seconds = time.perf_counter() - t0
+    total = sum(part.masks.shape[0] for part in parts)
+    for run, part in zip(runs, parts, strict=True):
+        run.classifier_seconds += seconds * part.masks.shape[0] / total
+    return [
+        _score_from(run.paths, prob.target, prob.score, p, g)
+        for run, prob, (p, g) in zip(runs, probs, out, strict=True)
+    ]
+
+
+def _advance(run: _Run, sg: ScoreGradient, iteration: int, prob: _Problem) -> bool:
+    """Lines 7-16 of Algorithm 2 on ``run`` (updated in place) from its score gradient ``sg``:
+    the step, the step-size adaptation, the stop rule. ``True``: the run stops."""
+    cfg = prob.config
+    device = prob.space.target.device
     t1 = time.perf_counter()
-    run.classifier_seconds += t1 - t0
     n_p = run.paths.shape[0]
     flat, norm = _ascent_direction(sg.grad, n_p, run.paths.shape[1], prob.w_flat)
     if _is_stationary(norm, sg.grad, iteration):
@@ -599,6 +749,133 @@ def _iterate(run: _Run, iteration: int, prob: _Problem) -> bool:
     return False
 
 
+def _lockstep(
+    runs: list[_Run],
+    probs: list[_Problem],
+    active: list[int],
+    iteration: int,
+    errors: dict[int, ValueError] | None,
+) -> None:
+    """Iteration ``iteration`` of every run in ``active`` (indices): one shared gradient pass,
+    then each run's own step. Runs that stop (saturated, stationary, ``max_iterations``) leave
+    ``active`` (updated in place); a run's ``ValueError`` goes to ``errors`` (that run leaves)
+    or, when ``errors`` is ``None``, is raised."""
+    sgs = _gradients([runs[i] for i in active], [probs[i] for i in active], iteration)
+    for i, sg in zip(list(active), sgs, strict=True):
+        try:
+            stop = _advance(runs[i], sg, iteration, probs[i])
+        except ValueError as exc:
+            if errors is None:
+                raise
+            errors[i] = exc
+            stop = True
+        if stop or iteration + 1 >= probs[i].config.max_iterations:
+            active.remove(i)
+
+
+def _check_shared(probs: list[_Problem]) -> None:
+    """Batched runs share one classifier call: same classifier, device, batch size, precision."""
+    if not probs:
+        raise ValueError("no problems given")
+    first = probs[0]
+    for k, p in enumerate(probs[1:], 1):
+        same = p.classifier is first.classifier or (
+            isinstance(p.classifier, ClassifierFn)
+            and isinstance(first.classifier, ClassifierFn)
+            and p.classifier.model is first.classifier.model
+            and p.classifier.transform is first.classifier.transform
+        )
+        if not same:
+            raise ValueError(
+                f"problem {k} has another classifier than problem 0: batched runs share one "
+                "classifier (the same model and transform objects)"
+            )
+        dev, dev0 = p.space.target.device, first.space.target.device
+        if dev != dev0:
+            raise ValueError(
+                f"problem {k} is on {dev} but problem 0 on {dev0}: batched runs share one device"
+            )
+        for name in ("batch_size", "precision"):
+            if getattr(p.config, name) != getattr(first.config, name):
+                raise ValueError(
+                    f"problem {k} has {name}={getattr(p.config, name)!r} but problem 0 "
+                    f"{getattr(first.config, name)!r}: batched runs share the classifier calls"
+                )
+
+
+def _optimize(problems: Sequence[PathProblem], errors: dict[int, ValueError] | None) -> list[_Run]:
+    """The lockstep loop of :func:`optimize_paths_many`; every run ends at ``n_steps``."""
+    probs = [_problem(p) for p in problems]
+    _check_shared(probs)
+    runs = []
+    for prob in probs:
+        n_p, cfg = n_paths(prob.score), prob.config
+        dtype, device = prob.space.target.dtype, prob.space.target.device
+        path = affine_path(cfg.n_steps_at(0), prob.space.mask_shape, dtype=dtype, device=device)
+        paths = path.unsqueeze(0).repeat(n_p, *([1] * path.dim()))
+        runs.append(_Run(paths=paths, steps=[cfg.step_size] * n_p))
+    active = [i for i, prob in enumerate(probs) if prob.config.max_iterations > 0]
+    try:
+        iteration = 0
+        while active:
+            _lockstep(runs, probs, active, iteration, errors)
+            iteration += 1
+    except KeyboardInterrupt:
+        for i in active:
+            runs[i].stopped = "interrupted"
+    for i, (run, prob) in enumerate(zip(runs, probs, strict=True)):
+        if errors is None or i not in errors:
+            _refine(run, prob.config.n_steps, prob)
+    return runs
+
+
+@overload
+def optimize_paths_many(
+    problems: Sequence[PathProblem], *, return_exceptions: Literal[False] = False
+) -> list[OptimizationResult]: ...
+
+
+@overload
+def optimize_paths_many(
+    problems: Sequence[PathProblem], *, return_exceptions: Literal[True]
+) -> list[OptimizationResult | ValueError]: ...
+
+
+def optimize_paths_many(
+    problems: Sequence[PathProblem], *, return_exceptions: bool = False
+) -> list[OptimizationResult] | list[OptimizationResult | ValueError]:
+    """Several independent runs of Algorithm 2 (e.g. one per image) in lockstep, sharing the
+    classifier calls: each iteration makes ONE gradient pass over the masks of every run still
+    going (``n_terms * T`` images per run, in calls of ``batch_size`` images that may span
+    runs; images of different shapes never share a call) and hands each run its own
+    probabilities and gradient; then every run takes its own step (see
+    :func:`optimize_paths`). A run that stops (saturated, stationary, its ``max_iterations``)
+    leaves the batch; coarse-to-fine in ``t`` follows each run's own config.
+
+    Each result equals that of :func:`optimize_paths` on the same problem up to floating-point
+    rounding of the batched classifier (the model must not mix the images of a batch: eval
+    mode). A ``KeyboardInterrupt`` stops every run still going with its last valid paths and
+    ``stopped="interrupted"``; runs already finished keep their results.
+
+    Args:
+        problems: :class:`PathProblem` objects with the same classifier (model and transform
+            objects), device, ``batch_size`` and ``precision``; mask spaces, targets, scores and
+            other options may differ.
+        return_exceptions: a run's own ``ValueError`` (e.g. a zero or non-finite gradient) is
+            returned in its place and the others go on; otherwise it is raised. Errors of the
+            shared pass (e.g. a model without gradients) are always raised.
+
+    Returns:
+        one :class:`OptimizationResult` per problem (paths ``[P, n_steps, *mask_shape]``), in
+        order.
+    """
+    errors: dict[int, ValueError] | None = {} if return_exceptions else None
+    runs = _optimize(problems, errors)
+    if errors:
+        return [errors[i] if i in errors else run.result() for i, run in enumerate(runs)]
+    return [run.result() for run in runs]
+
+
 def optimize_paths(
     classifier: ClassifierFn,
     space: MaskSpace,
@@ -617,6 +894,8 @@ def optimize_paths(
     the saturation level (eq. 2.31) reaches ``stop_saturation`` or after ``max_iterations``.
     A ``KeyboardInterrupt`` stops the loop and returns the last valid path(s).
 
+    This is :func:`optimize_paths_many` with one problem (one code path).
+
     Args:
         classifier: model with preprocessing.
         space: the mask space.
@@ -626,25 +905,8 @@ def optimize_paths(
         progress: called after every iteration with ``(iteration, stats, paths)``; ``paths``
             ``[P, T, *mask_shape]`` are the projected paths after the step.
     """
-    cfg = config or AblationPathConfig()
-    n_p = n_paths(score)
-    weights = space.weights()
-    dtype = space.target.dtype
-    w_flat = None if weights is None else (weights / weights.sum()).reshape(-1).to(dtype)
-    paths = affine_path(
-        cfg.n_steps_at(0), space.mask_shape, dtype=dtype, device=space.target.device
-    )
-    paths = paths.unsqueeze(0).repeat(n_p, *([1] * (paths.dim())))
-    prob = _Problem(classifier, space, target, score, cfg, weights, w_flat, progress)
-    run = _Run(paths=paths, steps=[cfg.step_size] * n_p)
-    try:
-        for it in range(cfg.max_iterations):
-            if _iterate(run, it, prob):
-                break
-    except KeyboardInterrupt:
-        run.stopped = "interrupted"
-    _refine(run, cfg.n_steps, prob)
-    return run.result()
+    problem = PathProblem(classifier, space, target, score, config, progress)
+    return optimize_paths_many([problem])[0]
 
 
 def regularization_sigma(config: AblationPathConfig, mask_shape: tuple[int, ...]) -> float:

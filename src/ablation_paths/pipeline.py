@@ -18,10 +18,11 @@ prepared input and the baseline.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -51,8 +52,10 @@ from ablation_paths.optimizer import (
     AUTO_REGULARIZATION,
     AblationPathConfig,
     OptimizationResult,
+    PathProblem,
     evaluate_masks,
     optimize_paths,
+    optimize_paths_many,
 )
 from ablation_paths.paths import path_times, saturation
 from ablation_paths.reductions import average, class_transition, contrastive_average, influence
@@ -74,6 +77,10 @@ __all__ = [
     "assemble",
     "auto_regularize",
     "finish",
+    "run_many",
+    "explain_batch",
+    "optimise_many",
+    "auto_regularize_many",
 ]
 
 Warning = tuple[type[AblationPathWarning], str]
@@ -415,6 +422,64 @@ def pinned_test_decidable(prepared: Prepared, baseline: Baseline, request: Expla
     return bounds.decidable()
 
 
+@dataclass
+class _AutoSearch:
+    """``regularization="auto"`` for one image: the candidate blurs (weak to strong), the one
+    being tried, the path scores so far and the last result."""
+
+    candidates: tuple[float, ...]
+    decidable: bool
+    tried: dict[str, float] = field(default_factory=dict)
+    index: int = 0
+    result: AblationPathResult | None = None
+
+    @classmethod
+    def start(cls, prepared: Prepared, baseline: Baseline, request: ExplainRequest) -> _AutoSearch:
+        """The candidates: all of ``request.auto_candidates`` when the pinned test can decide,
+        else only :data:`DEFAULT_REGULARIZATION`."""
+        if not request.auto_candidates:
+            raise ValueError("no candidate blurs for regularization='auto'")
+        decidable = pinned_test_decidable(prepared, baseline, request)
+        candidates = request.auto_candidates if decidable else (DEFAULT_REGULARIZATION,)
+        return cls(tuple(candidates), decidable)
+
+    def attempt(self, request: ExplainRequest) -> ExplainRequest:
+        """``request`` with the blur to try next."""
+        blur = self.candidates[self.index]
+        return dataclasses.replace(request, config=request.config.replace(regularization=blur))
+
+    def record(self, result: AblationPathResult) -> bool:
+        """Take the result of :meth:`attempt`; ``True`` when the search is over (not pinned,
+        or no stronger blur left)."""
+        self.result = result
+        self.tried[str(self.candidates[self.index])] = result.path_score
+        if not result.pinned or self.index + 1 == len(self.candidates):
+            return True
+        self.index += 1
+        return False
+
+    def outcome(self, prepared: Prepared) -> tuple[AblationPathResult, list[Warning]]:
+        """The chosen result with ``info["regularization_auto"]``, and its extra warnings."""
+        result, blur = self.result, self.candidates[self.index]
+        assert result is not None
+        pinned = result.pinned
+        result.info["regularization_auto"] = {
+            "chosen": blur,
+            "tried": self.tried,
+            "all_pinned": pinned,
+            "decidable": self.decidable,
+        }
+        result.info["wall_seconds"] = time.perf_counter() - prepared.start
+        if not pinned:
+            return result, []
+        message = (
+            f"regularization='auto': the path score was pinned near its maximum for every "
+            f"candidate blur ({', '.join(self.tried)}); returning the strongest ({blur:g}), "
+            "which is still pinned: do not trust this path (thesis 2.8.3)"
+        )
+        return result, [(UnreliableResultWarning, message)]
+
+
 def auto_regularize(
     prepared: Prepared, baseline: Baseline, request: ExplainRequest, options: Mapping[str, Any]
 ) -> tuple[AblationPathResult, list[Warning]]:
@@ -428,33 +493,176 @@ def auto_regularize(
     and the warnings to add: when every candidate is pinned, the strongest blur's result comes
     with an ``UnreliableResultWarning`` saying so.
     """
-    if not request.auto_candidates:
-        raise ValueError("no candidate blurs for regularization='auto'")
-    decidable = pinned_test_decidable(prepared, baseline, request)
-    candidates = request.auto_candidates if decidable else (DEFAULT_REGULARIZATION,)
-    tried: dict[str, float] = {}
-    for blur in candidates:
-        attempt = dataclasses.replace(request, config=request.config.replace(regularization=blur))
-        result = explain_once(prepared, baseline, attempt, options)
-        tried[str(blur)] = result.path_score
-        pinned = result.pinned
-        if not pinned:
-            break
-    result.info["regularization_auto"] = {
-        "chosen": blur,
-        "tried": tried,
-        "all_pinned": pinned,
-        "decidable": decidable,
-    }
-    result.info["wall_seconds"] = time.perf_counter() - prepared.start
-    if not pinned:
-        return result, []
-    message = (
-        f"regularization='auto': the path score was pinned near its maximum for every "
-        f"candidate blur ({', '.join(tried)}); returning the strongest ({blur:g}), which is "
-        "still pinned: do not trust this path (thesis 2.8.3)"
+    search = _AutoSearch.start(prepared, baseline, request)
+    while not search.record(explain_once(prepared, baseline, search.attempt(request), options)):
+        pass
+    return search.outcome(prepared)
+
+
+# ----------------------------------------------------------------------------- many images
+
+Outcome = tuple[AblationPathResult, list[Warning]]
+
+
+def _attempt(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, or the ``Exception`` it raised (one image's error stays that image's)."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - returned to the caller, per image
+        return exc
+
+
+def optimise_many(
+    jobs: Sequence[tuple[Prepared, MaskSpace, ExplainRequest]],
+) -> list[OptimizationResult | Exception]:
+    """Stage 3 for several images at once (:func:`~ablation_paths.optimizer.optimize_paths_many`:
+    one classifier pass per iteration over every image's path masks). One image's own error
+    (e.g. a zero gradient) is returned in its place; when the shared pass fails (e.g. out of
+    memory), each image is optimised alone. A single job is :func:`optimise` (progress bar)."""
+    if len(jobs) <= 1:
+        return [_attempt(optimise, *job) for job in jobs]
+    problems = [
+        PathProblem(p.classifier, space, p.target, r.score, r.config) for p, space, r in jobs
+    ]
+    try:
+        return list(optimize_paths_many(problems, return_exceptions=True))
+    except Exception:  # noqa: BLE001 - the shared pass: retried image by image
+        return [_attempt(optimise, *job) for job in jobs]
+
+
+def _conclude(
+    prepared: Prepared,
+    baseline: Baseline,
+    space: MaskSpace,
+    opt: OptimizationResult,
+    request: ExplainRequest,
+    options: Mapping[str, Any],
+) -> AblationPathResult:
+    """Stages 4-6 (evaluate_path, reduce, assemble) after the optimisation."""
+    evaluation = evaluate_path(prepared, space, opt, request)
+    heatmaps = reduce(
+        space, opt, evaluation, request.score, prepared.target, request.config.sharpen
     )
-    return result, [(UnreliableResultWarning, message)]
+    return assemble(prepared, baseline, space, opt, evaluation, heatmaps, request, options)
+
+
+def explain_batch(
+    attempts: Sequence[tuple[Prepared, Baseline, ExplainRequest]], options: Mapping[str, Any]
+) -> list[AblationPathResult | Exception]:
+    """Stages 2b-6 (:func:`explain_once`) for several images: ``build_space`` and stages 4-6
+    image by image, the optimisation batched (:func:`optimise_many`). Each image's error is
+    returned in its place."""
+    out: list[Any] = [_attempt(build_space, p, b, r, options) for p, b, r in attempts]
+    live = [i for i, space in enumerate(out) if not isinstance(space, Exception)]
+    opts = optimise_many([(attempts[i][0], out[i], attempts[i][2]) for i in live])
+    for i, opt in zip(live, opts, strict=True):
+        prepared, baseline, request = attempts[i]
+        space, out[i] = out[i], opt
+        if not isinstance(opt, Exception):
+            out[i] = _attempt(_conclude, prepared, baseline, space, opt, request, options)
+    return out
+
+
+def auto_regularize_many(
+    jobs: Sequence[tuple[Prepared, Baseline]], request: ExplainRequest, options: Mapping[str, Any]
+) -> list[Outcome | Exception]:
+    """:func:`auto_regularize` for several images, batched by rounds: every image's first
+    candidate blur in one :func:`explain_batch`, then the next candidate of the images whose
+    path was pinned, and so on. Each image's error is returned in its place."""
+    out: list[Any] = [_attempt(_AutoSearch.start, p, b, request) for p, b in jobs]
+    pending = [i for i, s in enumerate(out) if not isinstance(s, Exception)]
+    searches: dict[int, _AutoSearch] = {i: out[i] for i in pending}
+    while pending:
+        attempts = [(*jobs[i], searches[i].attempt(request)) for i in pending]
+        still = []
+        for i, result in zip(pending, explain_batch(attempts, options), strict=True):
+            if isinstance(result, Exception):
+                out[i] = result
+            elif searches[i].record(result):
+                out[i] = searches[i].outcome(jobs[i][0])
+            else:
+                still.append(i)
+        pending = still
+    return out
+
+
+@contextlib.contextmanager
+def _recording(into: list[warnings.WarningMessage]) -> Iterator[None]:
+    """Record the warnings issued inside (the filters stay as they are) into ``into``."""
+    with warnings.catch_warnings(record=True) as caught:
+        yield
+    into.extend(caught)
+
+
+def _prepare(
+    model: nn.Module | Callable[[Tensor], Tensor],
+    image: ImageLike,
+    target: int | str | Tensor | None,
+    request: ExplainRequest,
+) -> tuple[Prepared, Baseline]:
+    prepared = prepare_input(model, image, target, request)
+    return prepared, make_baseline(prepared, request)
+
+
+def _optimised(
+    jobs: list[tuple[Prepared, Baseline]], request: ExplainRequest, options: Mapping[str, Any]
+) -> list[Outcome | Exception]:
+    if request.config.regularization == "auto":
+        return auto_regularize_many(jobs, request, options)
+    results = explain_batch([(p, b, request) for p, b in jobs], options)
+    return [r if isinstance(r, Exception) else (r, []) for r in results]
+
+
+def run_many(
+    model: nn.Module | Callable[[Tensor], Tensor],
+    items: Sequence[tuple[ImageLike, int | str | Tensor | None]],
+    request: ExplainRequest,
+) -> list[AblationPathResult | Exception]:
+    """The pipeline for several images ``(image, target)`` with the optimisation batched: the
+    per-image stages (prepare_input, make_baseline, build_space, evaluate_path, reduce,
+    assemble, finish) run image by image, the optimise stage once for all
+    (:func:`optimise_many`: one classifier pass per iteration over every image's path
+    masks, ``config.batch_size`` images per call). ``regularization="auto"`` is batched by
+    rounds (:func:`auto_regularize_many`). No per-path progress bar.
+
+    Each result equals :func:`run` on that image up to the rounding of batched classifier
+    calls. ``info["batch"] = {"images", "seconds"}`` records the batch; ``info["wall_seconds"]``
+    is the batch's wall time divided by its images. The warnings of each image (and those of
+    the request, e.g. ignored options) are issued and stored in its ``info["warnings"]``.
+
+    Returns:
+        per item, its result or the ``Exception`` that stopped it (a bad request raises).
+    """
+    start = time.perf_counter()
+    common: list[warnings.WarningMessage] = []
+    with _recording(common):
+        options = check_request(request)
+    caught: list[list[warnings.WarningMessage]] = [[] for _ in items]
+    out: list[Any] = []
+    for (image, target), rec in zip(items, caught, strict=True):
+        with _recording(rec):
+            out.append(_attempt(_prepare, model, image, target, request))
+    live = [i for i, job in enumerate(out) if not isinstance(job, Exception)]
+    outcomes = _optimised([out[i] for i in live], request, options)
+    for i, outcome in zip(live, outcomes, strict=True):
+        out[i] = outcome
+        if not isinstance(outcome, Exception):
+            with _recording(caught[i]):
+                out[i] = _attempt(finish, *outcome)
+    seconds = time.perf_counter() - start
+    for result, rec in zip(out, caught, strict=True):
+        if not isinstance(result, Exception):
+            ours = [
+                str(w.message)
+                for w in [*common, *rec]
+                if issubclass(w.category, AblationPathWarning)
+            ]
+            result.info["warnings"] = list(dict.fromkeys([*ours, *result.info["warnings"]]))
+            result.info["wall_seconds"] = seconds / len(items)
+            result.info["batch"] = {"images": len(items), "seconds": seconds}
+    for w in [*common, *(w for rec in caught for w in rec)]:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return out
 
 
 def run(

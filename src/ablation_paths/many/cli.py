@@ -47,11 +47,29 @@ def add_many_arguments(parser: argparse.ArgumentParser) -> None:
         help="write each image's PNG figures (--no-figures: report and path.npz only, faster)",
     )
     g.add_argument(
+        "--batch-images",
+        type=_positive_int,
+        default=1,
+        metavar="K",
+        help="optimise K images' paths together, one classifier pass per iteration over all of "
+        "them (default 1: one by one; see docs/performance.md)",
+    )
+    g.add_argument(
         "--gallery",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="write OUT/index.html",
     )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
 
 
 def wants_many(args: argparse.Namespace) -> bool:
@@ -118,6 +136,7 @@ def run_many(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         gallery=args.gallery,
         figures=args.figures,
+        batch_images=args.batch_images,
         **options,
     )
     for name, error in run.failed.items():
