@@ -36,7 +36,7 @@ _K = "not chromium and not package_data"
 
 #: module (short name) -> (source file, the tests that guard it, with pytest options if any)
 MODULES: dict[str, tuple[str, list[str]]] = {
-    "paths": ("src/ablation_paths/paths.py", ["tests/test_paths.py"]),
+    "paths": ("src/ablation_paths/paths.py", ["tests/test_paths.py", "tests/test_paths_mut.py"]),
     "scores": (
         "src/ablation_paths/scores.py",
         ["tests/test_scores.py", "tests/test_optimizer.py"],
@@ -45,6 +45,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         "src/ablation_paths/optimizer.py",
         [
             "tests/test_optimizer.py",
+            "tests/test_optimizer_mut.py",
             "tests/test_scores.py",
             "tests/test_theorem5.py",
             "tests/test_batched_paths.py",
@@ -58,6 +59,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         "src/ablation_paths/result.py",
         ["tests/test_roundtrip.py", "tests/test_hostile.py", "-k", "not cli and not sig"],
     ),
+    "sharpening": ("src/ablation_paths/sharpening.py", ["tests/test_sharpening.py"]),
     "baselines": ("src/ablation_paths/baselines.py", ["tests/test_baseline_search.py"]),
     "bench.metrics": ("src/ablation_paths/bench/metrics.py", ["tests/test_bench_metrics.py"]),
     # the report's escaping: the template renderer, and report.py judged by the report's unit
@@ -67,14 +69,26 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         "src/ablation_paths/templates/__init__.py",
         ["tests/test_templates.py", "tests/test_report.py", "-k", _K],
     ),
-    "report": ("src/ablation_paths/report.py", ["tests/test_report.py", "-k", _K]),
+    "report": (
+        "src/ablation_paths/report.py",
+        ["tests/test_report.py", "tests/test_report_content.py", "-k", _K],
+    ),
     "sift.decoder": (
         "src/ablation_paths/sift/decoder.py",
         ["tests/test_sift_decoder.py", "tests/test_sift_mask_space.py"],
     ),
+    # the decomposition's keypoints, detection, cells and heatmaps have test files of their own
     "sift.decomposition": (
         "src/ablation_paths/sift/decomposition.py",
-        ["tests/test_sift_decoder.py", "tests/test_sift_mask_space.py"],
+        [
+            "tests/test_sift_decoder.py",
+            "tests/test_sift_mask_space.py",
+            "tests/test_sift_keypoints.py",
+            "tests/test_sift_detection.py",
+            "tests/test_sift_cells.py",
+            "tests/test_sift_heatmaps.py",
+            "tests/test_sift_mut.py",
+        ],
     ),
     "spiral.geometry": (
         "src/spiral_cnn/geometry.py",

@@ -111,3 +111,31 @@ def test_the_straddling_pairs_contrastive_map_is_sharpened_too():
     h0, h1 = plain.heatmaps["contrastive"], sharp.heatmaps["contrastive"]
     assert not torch.equal(h0, h1)
     assert (h1 - h0).abs().max() <= 2 * SHARPEN_SCALE
+
+
+def test_top_plateau_is_boolean_and_holds_the_maximum_itself():
+    """The plateau is a ``bool`` mask (also when every value is NaN), and with ``rtol = 0``
+    it is exactly the pixels equal to the maximum."""
+    h = torch.tensor([[3.0, 1.0], [3.0, -4.0]])
+    got = top_plateau(h, rtol=0.0)
+    assert got.dtype == torch.bool and got.tolist() == [[True, False], [True, False]]
+    empty = top_plateau(torch.full((2, 3), float("nan")))
+    assert empty.dtype == torch.bool and empty.shape == (2, 3) and not empty.any()
+
+
+def test_sharpen_keeps_the_heatmaps_dtype_and_accepts_an_empty_map():
+    heat = torch.tensor([[1.0, 1.0], [0.5, 0.0]], dtype=torch.float32)
+    key = torch.tensor([[0.25, 1.0], [0.0, -0.5]], dtype=torch.float64)
+    out = sharpen(heat, key)
+    assert out.dtype == torch.float32
+    want = heat.double() + SHARPEN_SCALE * key  # max |key| = 1
+    np.testing.assert_allclose(out.double().numpy(), want.numpy(), rtol=0, atol=1e-7)
+    none = sharpen(torch.zeros(0, 4), torch.zeros(0, 4))
+    assert none.shape == (0, 4) and none.dtype == torch.float32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_sharpen_moves_the_key_to_the_heatmaps_device():
+    heat = torch.tensor([[1.0, 1.0], [0.5, 0.0]], device="cuda")
+    out = sharpen(heat, torch.tensor([[0.0, 1.0], [0.0, 0.0]]))  # key on the CPU
+    assert out.device == heat.device and int(out.argmax()) == 1
