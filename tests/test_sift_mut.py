@@ -2,6 +2,8 @@
 unguarded (its text form, the feature-index checks, the detection image of an image outside
 ``[0, 1]``), each against values written out here."""
 
+import os
+
 import pytest
 import torch
 
@@ -50,3 +52,114 @@ def test_detection_image_of_an_image_outside_the_unit_range():
     with pytest.warns(InputWarning, match=r"image min-max rescaled \(the contrast"):
         out = _unit_range(image)
     torch.testing.assert_close(out, torch.tensor([[[0.0, 0.25, 1.0]]], dtype=torch.float64))
+
+
+# --- the second sampled round's survivors (seed 0, sample of 150) -----------------------------
+
+
+@pytest.fixture
+def blobs():
+    """Four Gaussian blobs of different sizes and colours: a decomposition with K >= 3 (made
+    per test, so that mutmut, which picks the tests that call each function, runs them all)."""
+    yy, xx = torch.meshgrid(torch.arange(48.0), torch.arange(44.0), indexing="ij")
+    img = torch.zeros(3, 48, 44, dtype=torch.float64)
+    for cy, cx, s, c in [(12, 10, 2.5, 0), (30, 30, 4.0, 1), (36, 12, 3.0, 2), (14, 32, 1.8, 0)]:
+        img[c] += torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
+    d = decompose(0.2 + 0.6 * img.clamp(0, 1))
+    assert d.num_features >= 3
+    return d
+
+
+def test_feature_indices_of_any_integer_dtype_select_features(blobs):
+    """A uint8 index tensor is a list of indices, not a boolean mask."""
+    picked = blobs.features(torch.tensor([2, 0], dtype=torch.uint8))
+    torch.testing.assert_close(picked, blobs.features([2, 0]), rtol=0, atol=0)
+
+
+def test_contrast_heatmap_uses_the_decompositions_truncation(blobs):
+    import dataclasses
+
+    from ablation_paths.sift.heatmaps import local_contrast
+
+    short = dataclasses.replace(blobs, params=dataclasses.replace(blobs.params, truncate=1.5))
+    gains = torch.linspace(0, 1, blobs.num_features, dtype=torch.float64)
+    expected = local_contrast(blobs.decode(gains[None]), 8.0, 5.0, 1.5)[0]
+    torch.testing.assert_close(short.contrast_heatmap(gains), expected, rtol=0, atol=1e-12)
+    default = local_contrast(blobs.decode(gains[None]), 8.0, 5.0)[0]
+    assert (expected - default).abs().max() > 1e-6  # the truncation matters at this size
+
+
+def test_find_keypoints_keeps_its_border():
+    from ablation_paths.sift.decomposition import find_keypoints
+
+    g = torch.Generator().manual_seed(3)
+    image = torch.rand(1, 48, 48, generator=g, dtype=torch.float64)
+    near = find_keypoints(image, border=1, contrast_threshold=0.0, max_keypoints=None)
+    far = find_keypoints(image, border=8, contrast_threshold=0.0, max_keypoints=None)
+    assert len(far) < len(near)
+    # a border of b level pixels keeps keypoints at least b * (level factor) from the edges
+    assert float(min(far.x.min(), far.y.min())) >= 8 - 0.5
+    assert float(max(far.x.max(), far.y.max())) <= 47 - 8 + 0.5
+
+
+def test_local_energy_field_norm_is_one_constant(blobs):
+    """``field_weights="local_energy"`` divides the Voronoi field by the mean of its all-ones
+    field only (a density), not by that field itself, which is not constant."""
+    from ablation_paths.sift.heatmaps import voronoi_field
+
+    assert blobs.params.field_weights == "local_energy"
+    ones = torch.ones(1, blobs.num_features, dtype=torch.float64)
+    raw = voronoi_field(blobs.field_levels, ones, blobs.image_size)[0]
+    assert float(raw.std()) > 1e-3 * float(raw.mean())
+    norm = blobs.field_norm
+    assert norm is not None
+    torch.testing.assert_close(norm, torch.full_like(raw, float(raw.mean())), rtol=1e-12, atol=0)
+
+
+@pytest.mark.skipif(
+    "MUTANT_UNDER_TEST" in os.environ, reason="mutmut's trampolines add stack frames"
+)
+def test_range_warning_points_at_the_callers_line():
+    import warnings
+
+    from ablation_paths.sift.decomposition import find_keypoints
+
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        find_keypoints(torch.full((1, 16, 16), 200.0))
+    assert [w.filename for w in rec if issubclass(w.category, InputWarning)] == [__file__]
+
+
+def test_layer_sum_keeps_the_storage_dtype():
+    """float64 field weights on float32 cells give a float32 matrix (float32 storage halves the
+    memory of big images)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from ablation_paths.sift.decomposition import _layer_sum
+
+    hw = 6
+    stacked = sp.random(2 * hw, 3, density=0.5, format="csr", dtype=np.float32, random_state=0)
+    blocks = [np.linspace(0.5, 1.5, hw), np.full(hw, 2.0)]  # float64
+    out = _layer_sum(blocks, stacked, hw)
+    assert out.dtype == np.float32
+    dense = stacked.toarray()
+    expected = blocks[0][:, None] * dense[:hw] + blocks[1][:, None] * dense[hw:]
+    np.testing.assert_allclose(out.toarray(), expected, rtol=1e-6)
+
+
+def test_float32_images_keep_float32_cells(monkeypatch):
+    """Every level's stacked cells reach the decoder matrices in float32 for a float32 image."""
+    import ablation_paths.sift.decomposition as dec
+
+    seen = []
+    real = dec._level_matrices
+
+    def spy(space, level, stacked, field_weights, dtype):
+        seen.append(stacked.dtype)
+        return real(space, level, stacked, field_weights, dtype)
+
+    monkeypatch.setattr(dec, "_level_matrices", spy)
+    g = torch.Generator().manual_seed(0)
+    decompose(torch.rand(3, 24, 20, generator=g))
+    assert seen and all(str(d) == "float32" for d in seen)
