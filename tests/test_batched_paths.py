@@ -425,3 +425,32 @@ def test_timings_add_up_over_iterations(monkeypatch):
     res = optimize_paths(clf, _space(_image(1)), 0, "retain", cfg)
     assert res.iterations == 3
     assert res.classifier_seconds == 3.0 and res.other_seconds == 3.0
+
+
+def test_zero_iterations_leave_the_affine_path():
+    """``max_iterations=0`` classifies nothing and returns the affine start at ``n_steps``."""
+    from ablation_paths.paths import affine_path
+
+    model = Counting().eval()
+    clf = ClassifierFn(model)
+    cfg = AblationPathConfig(n_steps=8, n_steps_start=4, max_iterations=0, min_iterations=0)
+    (res,) = optimize_paths_many([PathProblem(clf, _space(_image(1)), 0, "retain", cfg)])
+    assert res.iterations == 0 and model.calls == []
+    torch.testing.assert_close(res.paths[0], affine_path(8, (8, 8)), rtol=0, atol=1e-7)
+
+
+def test_runs_cut_short_are_resampled_to_n_steps_with_errors_returned():
+    """A run stopped by its cap while still coarse ends at ``n_steps`` samples also when the
+    errors are returned rather than raised."""
+    clf = ClassifierFn(TinyNet().eval())
+    image = _image(2)
+    flat = PixelMaskSpace(image, image.clone(), (8, 8))  # zero gradient: an error
+    cfg = AblationPathConfig(n_steps=8, n_steps_start=2, refine_every=3, max_iterations=2)
+    problems = [
+        PathProblem(clf, _space(_image(1)), 0, "retain", cfg),
+        PathProblem(clf, flat, 1, "retain", cfg),
+    ]
+    good, bad = optimize_paths_many(problems, return_exceptions=True)
+    assert isinstance(bad, ValueError) and not isinstance(good, Exception)
+    assert good.iterations == 2 and good.paths.shape == (1, 8, 8, 8)
+    assert check_axioms(good.paths[0]) == []
