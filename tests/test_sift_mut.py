@@ -163,3 +163,30 @@ def test_float32_images_keep_float32_cells(monkeypatch):
     g = torch.Generator().manual_seed(0)
     decompose(torch.rand(3, 24, 20, generator=g))
     assert seen and all(str(d) == "float32" for d in seen)
+
+
+def test_levels_of_equal_size_are_added_on_both_routes():
+    """Two consecutive levels on one grid (possible for tiny images) are summed without
+    resampling, on the CPU's banded route and the whole-image route of other devices; the
+    reference is dense matrices and ``F.interpolate``."""
+    import torch.nn.functional as F
+
+    from ablation_paths.sift import decoder
+    from ablation_paths.sift.decoder import SparseLevel, decode_levels
+
+    g = torch.Generator().manual_seed(0)
+    n_ch, k = 2, 3
+    levels, dense = [], []
+    for factor, size in [(1, (4, 5)), (2, (4, 5)), (4, (2, 3))]:
+        m = torch.rand(n_ch * size[0] * size[1], k, generator=g, dtype=torch.float64)
+        m[m < 0.4] = 0
+        dense.append((m, size))
+        levels.append(SparseLevel(factor, size, n_ch, m.to_sparse_csr(), m.T.to_sparse_csr()))
+    gains = torch.rand(2, k, generator=g, dtype=torch.float64)
+    want = torch.zeros(2, n_ch, 4, 5, dtype=torch.float64)
+    for m, size in dense:
+        level = (m @ gains.T).T.reshape(2, n_ch, *size)
+        want += F.interpolate(level, size=(4, 5), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(decode_levels(levels, gains, (4, 5)), want, rtol=1e-12, atol=0)
+    whole = decoder._decode_whole(levels, gains.T.contiguous())
+    torch.testing.assert_close(whole, want, rtol=1e-12, atol=0)
