@@ -75,7 +75,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     ),
     "sift.decoder": (
         "src/ablation_paths/sift/decoder.py",
-        ["tests/test_sift_decoder.py", "tests/test_sift_mask_space.py"],
+        ["tests/test_sift_decoder.py", "tests/test_sift_mask_space.py", "tests/test_sift_mut.py"],
     ),
     # the decomposition's keypoints, detection, cells and heatmaps have test files of their own
     "sift.decomposition": (
