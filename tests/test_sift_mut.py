@@ -190,3 +190,123 @@ def test_levels_of_equal_size_are_added_on_both_routes():
     torch.testing.assert_close(decode_levels(levels, gains, (4, 5)), want, rtol=1e-12, atol=0)
     whole = decoder._decode_whole(levels, gains.T.contiguous())
     torch.testing.assert_close(whole, want, rtol=1e-12, atol=0)
+
+
+# --- the full run's killable survivors (all 685 mutants) ---------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 8), (3, 8, 3), (1, 3, 3)])
+def test_images_under_four_pixels_on_either_side_are_refused(shape):
+    with pytest.raises(ValueError, match="image too small for a scale space"):
+        decompose(torch.rand(*shape))
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 9), (1, 9, 4), (1, 4, 4)])
+def test_images_of_four_pixels_are_decomposed(shape):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(*shape, generator=g, dtype=torch.float64)
+    d = decompose(x)
+    torch.testing.assert_close(d.decode(torch.ones(d.num_features)), x, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("top", "how"),
+    [(255.0, "divided by 255"), (255.0 + 1e-3, "divided by 255"), (255.5, "min-max rescaled")],
+)
+def test_the_255_range_ends_at_255_point_001(top, how):
+    x = torch.tensor([[[0.0, 100.0, top]]], dtype=torch.float64)
+    with pytest.warns(InputWarning, match=how) as rec:
+        out = _unit_range(x)
+    assert "the decomposition still reconstructs the image as given" in str(rec[0].message)
+    want = x / 255.0 if how == "divided by 255" else x / top
+    torch.testing.assert_close(out, want, rtol=1e-15, atol=0)
+
+
+def test_min_max_rescaling_of_a_narrow_range_reaches_zero_and_one():
+    x = torch.tensor([[[-0.9, -0.75, -0.6]]], dtype=torch.float64)
+    with pytest.warns(InputWarning, match="min-max rescaled"):
+        out = _unit_range(x)
+    torch.testing.assert_close(out, torch.tensor([[[0.0, 0.5, 1.0]]], dtype=torch.float64))
+
+
+def test_shape_errors_name_the_argument(blobs):
+    k = blobs.num_features
+    with pytest.raises(ValueError, match=rf"^values must be \[K\] or \[B, K\] with K = {k}"):
+        blobs.voronoi_heatmap(torch.ones(k + 1))
+    with pytest.raises(ValueError, match=rf"^gains must be \[K\] or \[B, K\] with K = {k}"):
+        blobs.decode(torch.ones(k + 1))
+
+
+def test_gains_of_another_dtype_are_cast_to_the_decompositions(blobs):
+    gains = torch.linspace(0, 1, blobs.num_features)
+    out = blobs.decode(gains)  # float32 gains, float64 decomposition
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, blobs.decode(gains.double()), rtol=0, atol=0)
+
+
+def test_find_keypoints_passes_its_thresholds_and_truncation():
+    """Each option of ``find_keypoints`` reaches the detector: the keypoints equal those of
+    :func:`detect_keypoints` on :func:`detection_space` with the same options."""
+    from ablation_paths.sift.decomposition import find_keypoints
+    from ablation_paths.sift.keypoints import detect_keypoints, luma
+    from ablation_paths.sift.scale_space import detection_space
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(3, 40, 40, generator=g, dtype=torch.float64)
+    p = dict(contrast_threshold=0.01, edge_threshold=3.0, truncate=2.0)
+    got = find_keypoints(x, **p)
+    from ablation_paths.sift.decomposition import SiftParams
+
+    s = SiftParams()
+    det = detection_space(luma(x)[None], s.scales_per_octave, s.sigma_min, s.sigma_max, 2.0)
+    want = detect_keypoints(
+        det,
+        contrast_threshold=0.01,
+        edge_threshold=3.0,
+        border=s.border,
+        max_keypoints=s.max_keypoints,
+    )
+    import numpy as np
+
+    np.testing.assert_array_equal(got.x, want.x)
+    np.testing.assert_array_equal(got.response, want.response)
+    for name, default in [
+        ("contrast_threshold", 0.04),
+        ("edge_threshold", 10.0),
+        ("truncate", 4.0),
+    ]:
+        # each option put back to its default changes the keypoints here, so none can be
+        # dropped unnoticed
+        alt = find_keypoints(x, **{**p, name: default})
+        assert len(alt) != len(got) or not np.array_equal(alt.response, got.response), name
+
+
+def test_vstack_csr_keeps_int32_indices_and_the_dense_result():
+    import numpy as np
+    import scipy.sparse as sp
+
+    from ablation_paths.sift.decomposition import _vstack_csr
+
+    blocks = [
+        sp.random(9, 7, density=0.6, format="csr", dtype=np.float32, random_state=s)
+        for s in range(3)
+    ]
+    dense = np.vstack([b.toarray() for b in blocks])
+    assert sum(b.nnz for b in blocks) >= 62
+    out = _vstack_csr(blocks)
+    assert blocks == []  # freed as copied
+    assert out.indices.dtype == np.int32 and out.indptr.dtype == np.int32
+    np.testing.assert_array_equal(out.toarray(), dense)
+
+
+def test_layer_sum_of_a_single_layer():
+    import numpy as np
+    import scipy.sparse as sp
+
+    from ablation_paths.sift.decomposition import _layer_sum
+
+    hw = 5
+    stacked = sp.random(hw, 4, density=0.7, format="csr", dtype=np.float64, random_state=1)
+    weights = np.linspace(1.0, 2.0, hw)
+    out = _layer_sum([weights], stacked, hw)
+    np.testing.assert_allclose(out.toarray(), weights[:, None] * stacked.toarray(), rtol=1e-15)
