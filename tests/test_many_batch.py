@@ -20,6 +20,7 @@ from ablation_paths import AblationPathConfig, pipeline
 from ablation_paths.diagnostics import AblationPathWarning, IgnoredOptionWarning
 from ablation_paths.many import DONE_FILE, explain_many, is_done
 from ablation_paths.pipeline import ExplainRequest, run, run_many
+from test_many import MODULE
 
 FAST = {"max_iterations": 6, "n_steps": 6}
 
@@ -323,19 +324,6 @@ def test_finished_images_of_an_interrupted_batch_are_kept() -> None:
 def test_batch_images_is_validated(tmp_path: Path, value, error, match) -> None:
     with pytest.raises(error, match=f"batch_images.*{match}"):
         explain_many(Net().eval(), _named(_images(1)), out=tmp_path, batch_images=value)
-
-
-MODULE = """
-import torch
-from torch import nn
-
-def make():
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-        nn.Linear(16, 3),
-    )
-"""
 
 
 def test_cli_batch_images(

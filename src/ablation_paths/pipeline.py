@@ -395,11 +395,7 @@ def explain_once(
     """Stages 2b-6 for one configuration."""
     space = build_space(prepared, baseline, request, options)
     opt = optimise(prepared, space, request)
-    evaluation = evaluate_path(prepared, space, opt, request)
-    heatmaps = reduce(
-        space, opt, evaluation, request.score, prepared.target, request.config.sharpen
-    )
-    return assemble(prepared, baseline, space, opt, evaluation, heatmaps, request, options)
+    return _conclude(prepared, baseline, space, opt, request, options)
 
 
 #: The blur ``regularization="auto"`` keeps when the pinned test cannot decide.
