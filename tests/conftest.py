@@ -1,5 +1,7 @@
 import os
 import shutil
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -61,3 +63,14 @@ def system_chromium() -> str:
         pytest.skip(reason)
     assert exe is not None
     return exe
+
+
+@pytest.fixture(scope="module")
+def ray_two_workers() -> Iterator[Any]:
+    """A local Ray instance with 2 CPU slots, shared by one test module's Ray tests."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

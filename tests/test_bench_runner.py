@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -152,17 +151,6 @@ def test_resume_after_kill(tmp_path: Path) -> None:
     for line in results.read_text().splitlines():
         if line.strip():
             json.loads(line)  # a torn line would have been ended and is tolerated
-
-
-@pytest.fixture(scope="module")
-def ray_two_workers() -> Iterator[Any]:
-    """A local Ray instance with 2 CPU slots, shared by this module's Ray tests."""
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
 
 
 # what a record measures; host, timings and the engine differ between engines by design

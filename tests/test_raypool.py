@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ablation_paths.raypool import PoolOptions, run_pool, slot_plan
-
-
-@pytest.fixture(scope="module")
-def ray_two_workers() -> Iterator[Any]:
-    """A local Ray instance with 2 CPU slots, shared by this module's tests."""
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
 
 
 def _worker_class() -> type:
